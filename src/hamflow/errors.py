@@ -1,0 +1,65 @@
+"""Error types whose message is the one line a user sees (the CLI prints it, never a traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HamflowError(Exception):
+    """Base class: ``str(error)`` is a complete one-line message for the user."""
+
+    exit_code: int = 1
+
+
+class ConfigError(HamflowError):
+    """A TOML/YAML setting is missing, of the wrong type, out of range, contradictory or not built yet.
+
+    The message names the key (dotted path), the bad value and what is allowed.
+    """
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str, *, source: str | Path | None = None) -> None:
+        self.key = key
+        self.problem = problem
+        self.source = str(source) if source is not None else None
+        where = f"{self.source}: " if self.source else ""
+        super().__init__(f"{where}[{key}] {problem}")
+
+
+class DataError(HamflowError):
+    """A structure's input data is missing, unreadable or inconsistent.
+
+    The message names the file, the structure id and the key (dataset / field) at fault.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | Path | None = None,
+        structure: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = str(file) if file is not None else None
+        self.structure = structure
+        self.key = key
+        parts = []
+        if self.structure is not None:
+            parts.append(f"structure {self.structure}")
+        if self.file is not None:
+            parts.append(self.file)
+        if self.key is not None:
+            parts.append(f"key '{self.key}'")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class NotAvailableError(ConfigError):
+    """An option the schema accepts but whose behaviour hamflow does not build yet."""
+
+    def __init__(self, key: str, value: object, *, source: str | Path | None = None) -> None:
+        super().__init__(key, f"= {value!r} is not available yet in hamflow", source=source)
