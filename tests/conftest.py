@@ -1,0 +1,37 @@
+"""Shared fixtures: the DeepH-dock example data in ../shared (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO_ROOT / "data" / "demo"
+
+
+def shared_dir() -> Path:
+    """The ``shared/`` folder beside the checkout (or ``$HAMFLOW_SHARED_DIR``)."""
+    override = os.environ.get("HAMFLOW_SHARED_DIR")
+    return Path(override) if override else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def deeph_dock() -> Path:
+    """Root of the DeepH-dock example data (real files written by another tool)."""
+    path = shared_dir() / "data" / "deeph-dock"
+    if not path.is_dir():
+        pytest.skip(
+            f"DeepH-dock example data not found at {path}: it lives in ../shared beside the checkout "
+            "(present in CI; absent in a fresh user clone). Set HAMFLOW_SHARED_DIR to point elsewhere."
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    """The bundled demo dataset (real PySCF DFT), committed under data/demo/."""
+    if not (DEMO_DIR / "molecules").is_dir():
+        pytest.skip(f"demo dataset not generated yet at {DEMO_DIR} (run scripts/make_demo_dataset.py)")
+    return DEMO_DIR
