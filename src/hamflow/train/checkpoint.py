@@ -1,0 +1,186 @@
+"""Checkpoints in DeepH-pack's run-directory layout, written atomically and verified on load.
+
+    <run>/model/params/best/            params.msgpack + meta.json (lowest monitored loss)
+    <run>/model/params/latest/epoch_N/  params.msgpack + meta.json (every latest_interval epochs)
+    <run>/model/states/epoch_N/         state.msgpack + meta.json (optimizer, schedule, step, ...)
+
+Each folder is written under a temporary name and renamed into place (``hamflow.atomic.atomic_dir``);
+``meta.json`` records the SHA-256 of the payload, checked before a checkpoint is trusted. A job
+killed mid-write leaves only a ``.epoch_N.*.tmp`` folder, which loading ignores and the next save
+removes: a rerun never resumes from a torn checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flax import serialization
+
+from hamflow.atomic import atomic_dir
+from hamflow.errors import DataError
+
+LOG = logging.getLogger("hamflow")
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint folder found on disk and its metadata (epoch, step, ...)."""
+
+    path: Path
+    epoch: int
+    meta: dict
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_payload(target: Path, name: str, tree: Any, meta: dict) -> None:
+    """Serialise ``tree`` (flax msgpack) into ``target/name`` with ``meta.json``, atomically."""
+    data = serialization.to_bytes(tree)
+    with atomic_dir(target) as tmp:
+        (tmp / name).write_bytes(data)
+        full_meta = {**meta, "payload": name, "sha256": _digest(data), "bytes": len(data)}
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1, sort_keys=True))
+
+
+def read_meta(folder: Path) -> dict | None:
+    """The verified meta of a checkpoint folder, or None if it is incomplete or corrupt."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        data = (folder / meta["payload"]).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(data) != meta.get("bytes") or _digest(data) != meta.get("sha256"):
+        return None
+    return meta
+
+
+def read_payload(folder: Path, template: Any) -> Any:
+    """Deserialise a verified checkpoint folder into the structure of ``template``."""
+    meta = read_meta(folder)
+    if meta is None:
+        raise DataError("checkpoint is incomplete or corrupt (hash mismatch)", file=folder)
+    data = (folder / meta["payload"]).read_bytes()
+    try:
+        return serialization.from_bytes(template, data)
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(f"checkpoint does not match this model/optimizer: {error}", file=folder) from None
+
+
+def list_epochs(parent: Path) -> list[CheckpointInfo]:
+    """Valid ``epoch_N`` folders under ``parent``, ascending by N (torn or corrupt ones skipped)."""
+    found = []
+    if not parent.is_dir():
+        return found
+    for child in parent.iterdir():
+        match = _EPOCH_DIR.match(child.name)
+        if not match or not child.is_dir():
+            continue
+        meta = read_meta(child)
+        if meta is None:
+            LOG.warning("ignoring incomplete checkpoint %s", child)
+            continue
+        found.append(CheckpointInfo(child, int(match.group(1)), meta))
+    return sorted(found, key=lambda info: info.epoch)
+
+
+def remove_stale_temporaries(parent: Path) -> None:
+    """Delete temporary folders left by a killed write (names starting with '.' and ending '.tmp')."""
+    if not parent.is_dir():
+        return
+    for child in parent.iterdir():
+        if child.name.startswith(".") and (child.name.endswith(".tmp") or ".old-" in child.name):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of a run directory (DeepH-pack's layout)."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def best(self) -> Path:
+        return self.model / "params" / "best"
+
+    @property
+    def latest(self) -> Path:
+        return self.model / "params" / "latest"
+
+    @property
+    def states(self) -> Path:
+        return self.model / "states"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "deepx.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "dataset_split.json"
+
+    @property
+    def train_toml(self) -> Path:
+        return self.model / "train.toml"
+
+    @property
+    def model_json(self) -> Path:
+        return self.model / "model.json"
+
+    @property
+    def normaliser(self) -> Path:
+        return self.model / "normaliser.npz"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "TRAINING_DONE"
+
+
+def save_latest(
+    layout: RunLayout, epoch: int, params: Any, state_tree: Any, meta: dict, *, keep: int
+) -> None:
+    """Save params and full training state for ``epoch``; keep only the newest ``keep`` of each.
+
+    The state is written first: a ``latest/epoch_N`` folder is only ever trusted together with its
+    ``states/epoch_N``.
+    """
+    for parent in (layout.latest, layout.states):
+        remove_stale_temporaries(parent)
+    write_payload(layout.states / f"epoch_{epoch}", "state.msgpack", state_tree, meta)
+    write_payload(layout.latest / f"epoch_{epoch}", "params.msgpack", params, meta)
+    for parent in (layout.latest, layout.states):
+        infos = list_epochs(parent)
+        for old in infos[: max(len(infos) - keep, 0)]:
+            shutil.rmtree(old.path, ignore_errors=True)
+
+
+def save_best(layout: RunLayout, params: Any, meta: dict) -> None:
+    """Replace the best-model folder atomically."""
+    remove_stale_temporaries(layout.best.parent)
+    write_payload(layout.best, "params.msgpack", params, meta)
+
+
+def newest_resumable(layout: RunLayout, epoch: int = -1) -> CheckpointInfo | None:
+    """The newest (or the given) epoch that has both a valid params and a valid state folder."""
+    states = {info.epoch: info for info in list_epochs(layout.states)}
+    candidates = [info for info in list_epochs(layout.latest) if info.epoch in states]
+    if epoch >= 0:
+        candidates = [info for info in candidates if info.epoch == epoch]
+    return candidates[-1] if candidates else None

@@ -1,0 +1,225 @@
+"""Target normalisation that keeps the prediction exactly equivariant.
+
+All-electron Hamiltonians mix ~500 eV core on-site entries with meV off-site ones (see
+../shared/notes/real-dft-data.md); a network learns them far better on a common scale. hamflow fits,
+on the training structures, for each species (pair) and each shell pair (a, b) of the common basis:
+
+- a scale: the RMS of that shell-pair block's entries (eV for H), separately for on-site blocks
+  (per species) and off-site blocks (per ordered species pair);
+- an on-site offset: the mean of the block's L = 0 part, ``tr(block)/(2l+1)`` times the identity,
+  for shell pairs with l_a == l_b.
+
+The network predicts ``y_hat``; the physical prediction is ``y_hat * scale + offset``. A scalar per
+shell-pair block and a multiple of the identity both commute with the Wigner-D rotation of the block,
+so equivariance is untouched. The tables are stored with every checkpoint (``normaliser.npz``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from hamflow.atomic import atomic_path
+
+MAX_Z = 119
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-entry scale and offset tables in the common basis.
+
+    species_of_z: (119,) int32, species row of each atomic number (the last row = unseen species).
+    onsite_scale: (S+1, B, B); offsite_scale: (S+1, S+1, B, B); onsite_offset: (S+1, B, B).
+    Units: those of the target (eV for H, electrons for Rho). For spinful data the tables are for
+    each spin sub-block alike.
+    """
+
+    species_of_z: np.ndarray
+    onsite_scale: np.ndarray
+    offsite_scale: np.ndarray
+    onsite_offset: np.ndarray
+
+    @property
+    def basis_size(self) -> int:
+        return int(self.onsite_scale.shape[-1])
+
+    def save(self, path: str | Path) -> None:
+        """Write the tables to an ``.npz`` file atomically."""
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                species_of_z=self.species_of_z,
+                onsite_scale=self.onsite_scale,
+                offsite_scale=self.offsite_scale,
+                onsite_offset=self.onsite_offset,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Normaliser:
+        with np.load(path) as data:
+            return cls(**{name: np.asarray(data[name]) for name in data.files})
+
+    def edge_tables(
+        self,
+        atomic_numbers: jnp.ndarray,
+        edge_src: jnp.ndarray,
+        edge_dst: jnp.ndarray,
+        onsite: jnp.ndarray,
+        *,
+        spinful: bool = False,
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(scale, offset) for each edge, each (E, B, B), or (E, 2B, 2B) for spinful targets (the
+        scale repeated over the four spin sub-blocks, the offset on the uu and dd sub-blocks).
+        JAX, jittable."""
+        species_of_z = jnp.asarray(self.species_of_z)
+        si = species_of_z[atomic_numbers[edge_src]]
+        sj = species_of_z[atomic_numbers[edge_dst]]
+        onsite_b = onsite[:, None, None]
+        scale = jnp.where(
+            onsite_b, jnp.asarray(self.onsite_scale)[si], jnp.asarray(self.offsite_scale)[si, sj]
+        )
+        offset = jnp.where(onsite_b, jnp.asarray(self.onsite_offset)[si], 0.0)
+        if spinful:
+            zero = jnp.zeros_like(offset)
+            scale = jnp.tile(scale, (1, 2, 2))
+            offset = jnp.concatenate(
+                [jnp.concatenate([offset, zero], axis=2), jnp.concatenate([zero, offset], axis=2)], axis=1
+            )
+        return scale, offset
+
+
+def _shell_blocks(shell_ls: tuple[int, ...]) -> list[tuple[int, int, slice, slice]]:
+    starts = np.concatenate([[0], np.cumsum([2 * l + 1 for l in shell_ls])])
+    out = []
+    for a, la in enumerate(shell_ls):
+        for b, lb in enumerate(shell_ls):
+            out.append((la, lb, slice(starts[a], starts[a + 1]), slice(starts[b], starts[b + 1])))
+    return out
+
+
+def _spinless_view(labels: np.ndarray, mask: np.ndarray, basis_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold (E, 2B, 2B) spinful blocks into (4E, B, B) spin sub-blocks; spinless input unchanged."""
+    if labels.shape[-1] == basis_size:
+        return labels, mask
+    e = labels.shape[0]
+    view = labels.reshape(e, 2, basis_size, 2, basis_size).transpose(0, 1, 3, 2, 4)
+    mview = mask.reshape(e, 2, basis_size, 2, basis_size).transpose(0, 1, 3, 2, 4)
+    return view.reshape(4 * e, basis_size, basis_size), mview.reshape(4 * e, basis_size, basis_size)
+
+
+def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structures: int = 500) -> Normaliser:
+    """Fit the tables on training graphs (objects with ``atomic_numbers``, ``edge_src``,
+    ``edge_dst``, ``edge_shift``, ``labels`` (E, B, B) and ``label_mask``).
+
+    Streams over the graphs once, keeping per (species pair, shell pair) sums only, so it works on
+    disk stores larger than memory; statistics settle long before the whole of a large training set,
+    so only the first ``max_structures`` graphs (in the given, seeded-shuffled order) are read.
+    """
+    basis_size = sum(2 * l + 1 for l in shell_ls)
+    blocks = _shell_blocks(tuple(shell_ls))
+    nshell = len(shell_ls)
+    z_index: dict[int, int] = {}
+    # accumulators keyed by species (pair): arrays over shell pairs (nshell, nshell)
+    on_sq: dict[int, np.ndarray] = {}
+    on_n: dict[int, np.ndarray] = {}
+    on_tr: dict[int, np.ndarray] = {}
+    on_trn: dict[int, np.ndarray] = {}
+    off_sq: dict[tuple[int, int], np.ndarray] = {}
+    off_n: dict[tuple[int, int], np.ndarray] = {}
+
+    def zeros() -> np.ndarray:
+        return np.zeros((nshell, nshell))
+
+    for count, graph in enumerate(graphs):
+        if count >= max_structures:
+            break
+        if graph.labels is None:
+            continue
+        z = np.asarray(graph.atomic_numbers)
+        for zz in np.unique(z):
+            z_index.setdefault(int(zz), len(z_index))
+        onsite = (np.asarray(graph.edge_src) == np.asarray(graph.edge_dst)) & np.all(
+            np.asarray(graph.edge_shift) == 0, axis=1
+        )
+        labels = np.asarray(graph.labels)
+        mask = np.asarray(graph.label_mask)
+        spin_fold = 1 if labels.shape[-1] == basis_size else 4
+        lab, msk = _spinless_view(labels, mask, basis_size)
+        src = np.repeat(np.asarray(graph.edge_src), spin_fold)
+        dst = np.repeat(np.asarray(graph.edge_dst), spin_fold)
+        ons = np.repeat(onsite, spin_fold)
+        for e in range(lab.shape[0]):
+            si, sj = z_index[int(z[src[e]])], z_index[int(z[dst[e]])]
+            block, bmask = lab[e], msk[e]
+            if ons[e]:
+                acc_sq = on_sq.setdefault(si, zeros())
+                acc_n = on_n.setdefault(si, zeros())
+                acc_tr = on_tr.setdefault(si, zeros())
+                acc_trn = on_trn.setdefault(si, zeros())
+            else:
+                acc_sq = off_sq.setdefault((si, sj), zeros())
+                acc_n = off_n.setdefault((si, sj), zeros())
+            for k, (la, lb, rows, cols) in enumerate(blocks):
+                a, b = divmod(k, nshell)
+                sub_mask = bmask[rows, cols]
+                if not sub_mask.any():
+                    continue
+                sub = block[rows, cols]
+                if ons[e] and la == lb and sub_mask.all():
+                    mean_l0 = float(np.real(np.trace(sub))) / (2 * la + 1)
+                    acc_tr[a, b] += mean_l0
+                    acc_trn[a, b] += 1
+                acc_sq[a, b] += float(np.sum(np.abs(sub[sub_mask]) ** 2))
+                acc_n[a, b] += float(sub_mask.sum())
+
+    nspec = len(z_index)
+    species_of_z = np.full(MAX_Z, nspec, dtype=np.int32)
+    for zz, idx in z_index.items():
+        species_of_z[zz] = idx
+
+    def finish(sq: np.ndarray, n: np.ndarray, fallback: float) -> np.ndarray:
+        rms = np.sqrt(sq / np.maximum(n, 1))
+        return np.where((n > 0) & (rms > 0), rms, fallback)
+
+    all_off_sq = sum(off_sq.values(), zeros())
+    all_off_n = sum(off_n.values(), zeros())
+    total_off = float(all_off_sq.sum()) / max(float(all_off_n.sum()), 1.0)
+    global_off = float(np.sqrt(total_off)) if total_off > 0 else 1.0
+
+    onsite_scale_sh = np.full((nspec + 1, nshell, nshell), global_off)
+    onsite_offset_sh = np.zeros((nspec + 1, nshell, nshell))
+    offsite_scale_sh = np.full((nspec + 1, nspec + 1, nshell, nshell), global_off)
+    for si in range(nspec):
+        if si in on_sq:
+            mean_l0 = on_tr[si] / np.maximum(on_trn[si], 1)
+            # the RMS of what remains once the offset is removed sets the scale
+            l_dims = np.array([[2 * la + 1 if la == lb else 0 for lb in shell_ls] for la in shell_ls])
+            resid_sq = on_sq[si] - mean_l0**2 * l_dims * on_trn[si]
+            onsite_offset_sh[si] = mean_l0
+            onsite_scale_sh[si] = finish(np.maximum(resid_sq, 0.0), on_n[si], global_off)
+        for sj in range(nspec):
+            if (si, sj) in off_sq:
+                offsite_scale_sh[si, sj] = finish(off_sq[(si, sj)], off_n[(si, sj)], global_off)
+
+    def expand(table: np.ndarray, *, identity: bool) -> np.ndarray:
+        out = np.zeros((*table.shape[:-2], basis_size, basis_size))
+        for k, (la, lb, rows, cols) in enumerate(blocks):
+            a, b = divmod(k, nshell)
+            value = table[..., a, b][..., None, None]
+            if identity:
+                if la == lb:
+                    out[..., rows, cols] = value * np.eye(2 * la + 1)
+            else:
+                out[..., rows, cols] = value
+        return out
+
+    return Normaliser(
+        species_of_z=species_of_z,
+        onsite_scale=expand(onsite_scale_sh, identity=False).astype(np.float32),
+        offsite_scale=expand(offsite_scale_sh, identity=False).astype(np.float32),
+        onsite_offset=expand(onsite_offset_sh, identity=True).astype(np.float32),
+    )

@@ -1,0 +1,172 @@
+"""The jitted training and evaluation steps: model -> normalised prediction -> masked loss.
+
+A step receives a *stacked* batch: every array of :class:`~hamflow.graph.batch.GraphBatch` carries a
+leading device axis D (D = 1 on one device). The loss is the mean over the D shares; with several
+devices the stacked batch is sharded along that axis (``jax.sharding``) and XLA splits the work,
+the parameters being replicated, so the gradient is the all-device mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hamflow.graph.batch import GraphBatch
+from hamflow.train.losses import block_loss, gauge_shift, masked_abs_error_sum
+from hamflow.train.normaliser import Normaliser
+
+
+class TrainState(NamedTuple):
+    """Everything a step updates. step: int32 scalar; plateau_scale: float32 scalar (the
+    reduce-on-plateau factor, 1 for the other schedules)."""
+
+    params: Any
+    opt_state: Any
+    step: jnp.ndarray
+    plateau_scale: jnp.ndarray
+
+
+class StepMetrics(NamedTuple):
+    """Per-step sums (device arrays, fetched once per epoch).
+
+    loss: the batch loss; abs_err: sum |pred - label| over masked entries (target units, eV for H);
+    entries: number of masked entries; learning_rate: the rate used for this step (0 in evaluation).
+    """
+
+    loss: jnp.ndarray
+    abs_err: jnp.ndarray
+    entries: jnp.ndarray
+    learning_rate: jnp.ndarray
+
+
+def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
+    """optax optimizer of ``[process.train.optimizer]``, learning rate injectable per step.
+
+    sgd: momentum; adam: betas, eps; adamw: betas, eps, weight (decoupled weight decay);
+    clip_norm_factor > 0 clips the global gradient norm first (negative: off).
+    """
+    kind = opt_cfg.type
+    b1, b2 = (float(b) for b in opt_cfg.betas)
+    if kind == "sgd":
+        base = optax.inject_hyperparams(optax.sgd)(
+            learning_rate=opt_cfg.init_learning_rate, momentum=opt_cfg.momentum
+        )
+    elif kind == "adam":
+        base = optax.inject_hyperparams(optax.adam)(
+            learning_rate=opt_cfg.init_learning_rate, b1=b1, b2=b2, eps=opt_cfg.eps
+        )
+    elif kind == "adamw":
+        base = optax.inject_hyperparams(optax.adamw)(
+            learning_rate=opt_cfg.init_learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=opt_cfg.eps,
+            weight_decay=opt_cfg.weight,
+        )
+    else:  # the config schema admits only the three above
+        raise ValueError(f"unknown optimizer type {kind!r}")
+    if opt_cfg.clip_norm_factor > 0:
+        return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm_factor), base)
+    return base
+
+
+def _set_learning_rate(opt_state: Any, learning_rate: jnp.ndarray) -> Any:
+    """Return opt_state with the injected learning rate replaced (chain or bare inject state)."""
+    if isinstance(opt_state, tuple) and not hasattr(opt_state, "hyperparams"):
+        return tuple(_set_learning_rate(s, learning_rate) for s in opt_state)
+    if hasattr(opt_state, "hyperparams"):
+        hyper = dict(opt_state.hyperparams)
+        hyper["learning_rate"] = jnp.asarray(learning_rate, dtype=jnp.asarray(hyper["learning_rate"]).dtype)
+        return opt_state._replace(hyperparams=hyper)
+    return opt_state
+
+
+def _share_loss(
+    apply_fn: Callable,
+    params: Any,
+    batch: GraphBatch,
+    normaliser: Normaliser,
+    *,
+    loss_type: str,
+    standardize_gauge: bool,
+    spinful: bool,
+) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+    """Loss of one device's share (an unstacked GraphBatch) and its (abs error sum, entry count)."""
+    raw = apply_fn(params, batch)
+    scale, offset = normaliser.edge_tables(
+        batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
+    )
+    prediction = raw.astype(batch.labels.dtype) * scale + offset
+    mask = batch.label_mask
+    residual = prediction - batch.labels
+    if standardize_gauge:
+        if spinful:
+            # spinful S acts as kron(I2, S): shift every diagonal spin sub-block by mu S
+            eye2 = jnp.eye(2, dtype=batch.overlap.dtype)
+            overlap = jnp.einsum("ab,eij->eaibj", eye2, batch.overlap).reshape(residual.shape)
+        else:
+            overlap = batch.overlap
+        residual = gauge_shift(residual, overlap, mask, batch.edge_graph, batch.graph_mask.shape[0])
+    safe_scale = jnp.where(mask, scale, 1.0)
+    loss = block_loss(
+        loss_type,
+        residual / safe_scale,
+        mask,
+        edge_graph=batch.edge_graph,
+        num_graphs=batch.graph_mask.shape[0],
+    )
+    return loss, masked_abs_error_sum(residual, mask)
+
+
+def make_steps(
+    apply_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    normaliser: Normaliser,
+    learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
+    *,
+    loss_type: str,
+    standardize_gauge: bool,
+    spinful: bool,
+) -> tuple[Callable, Callable]:
+    """(train_step, eval_step), both pure and jittable.
+
+    train_step(state, stacked_batch) -> (state, StepMetrics); eval_step(params, stacked_batch) ->
+    StepMetrics. ``apply_fn(params, batch)`` returns the network's raw blocks (E, B, B).
+    learning_rate_fn(step) is the schedule's rate; the plateau scale multiplies it.
+    """
+
+    def stacked_loss(params: Any, stacked: GraphBatch) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+        def one(batch: GraphBatch) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+            return _share_loss(
+                apply_fn,
+                params,
+                batch,
+                normaliser,
+                loss_type=loss_type,
+                standardize_gauge=standardize_gauge,
+                spinful=spinful,
+            )
+
+        losses, (abs_err, entries) = jax.vmap(one)(stacked)
+        return jnp.mean(losses), (jnp.sum(abs_err), jnp.sum(entries))
+
+    def train_step(state: TrainState, stacked: GraphBatch) -> tuple[TrainState, StepMetrics]:
+        (loss, (abs_err, entries)), grads = jax.value_and_grad(stacked_loss, has_aux=True)(
+            state.params, stacked
+        )
+        learning_rate = learning_rate_fn(state.step) * state.plateau_scale
+        opt_state = _set_learning_rate(state.opt_state, learning_rate)
+        updates, opt_state = optimizer.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(params, opt_state, state.step + 1, state.plateau_scale)
+        return new_state, StepMetrics(loss, abs_err, entries, jnp.asarray(learning_rate, jnp.float32))
+
+    def eval_step(params: Any, stacked: GraphBatch) -> StepMetrics:
+        loss, (abs_err, entries) = stacked_loss(params, stacked)
+        return StepMetrics(loss, abs_err, entries, jnp.zeros((), jnp.float32))
+
+    return train_step, eval_step
