@@ -23,11 +23,47 @@ Handler = Callable[[argparse.Namespace], int]
 # --------------------------------------------------------------------------------------------------
 
 
+# -- convert: other data formats -> the DeepH format (one sub-command per source format) ----------
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    convert = subparsers.add_parser("convert", help="convert data from another format into the DeepH format")
+    formats = convert.add_subparsers(dest="convert_format", metavar="FORMAT", required=True)
+    legacy = formats.add_parser(
+        "legacy",
+        help="legacy DeepH/DeepH-E3 folders (element.dat, lat.dat, hamiltonians.h5, ...)",
+        description="Convert legacy DeepH/DeepH-E3 data (1-based atoms, OpenMX orbital order) into "
+        "the DeepH format. SRC is one structure folder (holding element.dat) or a tree of them.",
+    )
+    legacy.add_argument("src", metavar="SRC", help="legacy structure folder, or a folder of them")
+    legacy.add_argument("dst", metavar="DST", help="output folder (same layout below it as SRC)")
+    legacy.add_argument(
+        "--depth",
+        type=int,
+        default=0,
+        help="for a tree: folder levels between SRC and the structure folders (default 0: SRC/<sid>)",
+    )
+    legacy.set_defaults(handler=_run_convert_legacy)
+
+
+def _run_convert_legacy(args: argparse.Namespace) -> int:
+    from hamflow.data.legacy import convert_legacy, convert_legacy_tree, is_legacy_structure
+
+    if is_legacy_structure(args.src):
+        convert_legacy(args.src, args.dst)
+        print(f"converted 1 structure: {args.src} -> {args.dst}")
+    else:
+        converted = convert_legacy_tree(args.src, args.dst, depth=args.depth)
+        print(f"converted {len(converted)} structure(s): {args.src} -> {args.dst}")
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     # (each section appends its _add_<name> here)
+    _add_convert,
 ]
 
 
