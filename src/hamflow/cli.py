@@ -58,10 +58,80 @@ def _run_convert_legacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` with a TOML value (``3``, ``true``, ``"s"``); a bare word is taken as a string."""
+    import tomllib
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the network from a DeepH-pack train.toml",
+        description="Train (or resume, or fine-tune) an equivariant Hamiltonian network. A run directory "
+        "that already holds checkpoints of the same configuration is resumed from its newest one.",
+    )
+    parser.add_argument("config", help="the DeepH-pack train.toml")
+    parser.add_argument("--run-dir", help="run directory (default: <outputs_dir>/<timestamp>/)")
+    parser.add_argument("--graph", help="a built graph store (default: build/reuse it per the TOML)")
+    parser.add_argument("--split", help="dataset_split.json to use (default: per the TOML)")
+    parser.add_argument(
+        "--finetune-from",
+        metavar="RUN_DIR",
+        help="fine-tune from a previous run directory: new data, new optimizer, weights from its "
+        "[process.train.continued] load_model_type checkpoint",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a TOML key, e.g. --set process.train.max_epoch=5 (repeatable)",
+    )
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from hamflow.config.device import configure_jax_environment
+    from hamflow.config.train_config import load_train_config, with_overrides
+
+    cfg = load_train_config(args.config)
+    overrides = dict(args.overrides)
+    if args.finetune_from:
+        overrides.update(
+            {
+                "process.train.continued.enable": True,
+                "process.train.continued.previous_output_dir": str(args.finetune_from),
+                "process.train.continued.new_training_data": True,
+                "process.train.continued.new_optimizer": True,
+            }
+        )
+    if overrides:
+        cfg = with_overrides(cfg, overrides)
+    configure_jax_environment(cfg.system)
+    from hamflow.train.run import train
+
+    result = train(cfg, run_dir=args.run_dir, graph_store=args.graph, split_path=args.split)
+    print(f"{result.run_dir}: {result.epochs_done} epochs, best loss {result.best_loss:.6g}", end="")
+    print(f" (stopped: {result.stopped_because})")
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
