@@ -1,0 +1,151 @@
+"""The inference TOML (DeepH-pack's infer.toml): which structures, which trained model, where to write.
+
+:func:`load_infer_config` / :func:`parse_infer_config` return an :class:`InferConfig` whose attribute
+paths are the TOML paths (``cfg.process.infer.dataloader.batch_size``), validated to the same standard
+as the training TOML: unknown keys, wrong types, values outside the allowed set and options not built
+yet (``output_type = "petsc"``) raise :class:`~hamflow.errors.ConfigError` naming the dotted key.
+[system] and [data.dft] are the training TOML's sections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hamflow.config.schema import (
+    REQUIRED,
+    at_least,
+    file_name_ok,
+    non_empty,
+    option,
+    parse_section,
+    section,
+    section_to_dict,
+)
+from hamflow.config.train_config import (
+    DftConfig,
+    SystemConfig,
+    apply_overrides,
+    check_system,
+    dump_toml,
+    read_toml,
+)
+from hamflow.errors import NotAvailableError
+
+INFER_GRAPH_TYPES = ("S", "Sap")
+OUTPUT_TYPES = ("h5", "petsc")
+AVAILABLE_OUTPUT_TYPES = ("h5",)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferGraphConfig:
+    """[data.graph] of inference: graphs from the overlap (S) or its shape only (Sap)."""
+
+    dataset_name: str = option(
+        "INFER-DEMO", check=file_name_ok, allowed="a non-empty name without '/' (used in file names)"
+    )
+    graph_type: str = option("S", choices=INFER_GRAPH_TYPES)
+    storage_type: str = option("memory", choices=("memory", "disk"))
+    parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
+    only_save_graph: bool = option(False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferDataConfig:
+    """[data]: the structures to predict (``inputs_dir/dft``) and where run folders are written."""
+
+    inputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    outputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    dft: DftConfig = section(DftConfig)
+    graph: InferGraphConfig = section(InferGraphConfig)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferModelConfig:
+    """[model]: the trained model to load (a run's ``model`` folder)."""
+
+    model_dir: str = option(
+        REQUIRED, kind="string", check=non_empty, allowed="the trained run's model folder (<run>/model)"
+    )
+    load_model_type: str = option("best", choices=("best", "latest"))
+    load_model_epoch: int = option(
+        -1,
+        accept_int_string=True,
+        check=lambda v: v >= -1,
+        allowed="an integer: -1 (the newest saved epoch) or a saved epoch >= 0",
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferDataloaderConfig:
+    """[process.infer.dataloader]."""
+
+    batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferProcessConfig:
+    """[process.infer]: output format and placement, symmetrisation, compilation buckets."""
+
+    output_type: str = option("h5", choices=OUTPUT_TYPES)
+    output_into: str = option("to_output", choices=("to_output", "to_input"))
+    target_symmetrize: bool = option(True)
+    multi_way_jit_num: int = option(1, check=at_least(1), allowed="an integer >= 1")
+    dataloader: InferDataloaderConfig = section(InferDataloaderConfig)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferProcessSection:
+    """[process]."""
+
+    infer: InferProcessConfig = section(InferProcessConfig)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferConfig:
+    """A resolved inference TOML. ``source`` is the file it was read from (not compared by ``==``)."""
+
+    system: SystemConfig = section(SystemConfig)
+    data: InferDataConfig = section(InferDataConfig)
+    model: InferModelConfig = section(InferModelConfig)
+    process: InferProcessSection = section(InferProcessSection)
+    source: Path | None = dataclasses.field(default=None, compare=False)
+
+
+def check_infer_config(cfg: InferConfig) -> None:
+    """Checks beyond single keys: the device grammar, output types not built yet."""
+    check_system(cfg.system, cfg.source)
+    output_type = cfg.process.infer.output_type
+    if output_type not in AVAILABLE_OUTPUT_TYPES:
+        raise NotAvailableError("process.infer.output_type", output_type, source=cfg.source)
+
+
+def parse_infer_config(data: Mapping[str, Any], *, source: str | Path | None = None) -> InferConfig:
+    """Validate an inference TOML mapping and fill defaults; ConfigError on bad input."""
+    source_path = Path(source) if source is not None else None
+    cfg = parse_section(InferConfig, data, source=source_path, extra={"source": source_path})
+    check_infer_config(cfg)
+    return cfg
+
+
+def load_infer_config(path: str | Path) -> InferConfig:
+    """Read and validate an inference TOML file; ConfigError (also for unreadable or invalid TOML)."""
+    return parse_infer_config(read_toml(path), source=path)
+
+
+def infer_config_to_dict(cfg: InferConfig) -> dict[str, Any]:
+    """The resolved configuration as a plain TOML mapping."""
+    return section_to_dict(cfg)
+
+
+def dump_infer_config(cfg: InferConfig) -> str:
+    """Resolved TOML text (defaults filled) that loads back equal to ``cfg``."""
+    origin = f" from {cfg.source}" if cfg.source is not None else ""
+    return dump_toml(infer_config_to_dict(cfg), f"hamflow: fully resolved inference configuration{origin}")
+
+
+def with_overrides(cfg: InferConfig, overrides: Mapping[str, Any]) -> InferConfig:
+    """A copy of ``cfg`` with ``{"model.model_dir": ..., ...}`` set, validated again as a whole."""
+    return apply_overrides(cfg, overrides, parse_infer_config, infer_config_to_dict)

@@ -1,0 +1,465 @@
+"""The training TOML (DeepH-pack's train.toml, every key, plus hamflow's documented additions).
+
+:func:`load_train_config` reads a file, :func:`parse_train_config` a ``tomllib`` mapping; both return
+a :class:`TrainConfig`, a tree of frozen dataclasses whose attribute paths are the TOML paths
+(``cfg.process.train.dataloader.batch_size``). Defaults are filled in, aliases resolved
+(``net_type = "normal"`` -> ``"sparrow"``, ``"accurate"`` -> ``"eagle"``), and every bad input -
+unknown key, wrong type, value outside the allowed set or range, contradiction between keys, or an
+option not built yet - raises :class:`~hamflow.errors.ConfigError` whose message names the dotted key,
+the bad value and what is allowed. :func:`dump_train_config` writes the resolved TOML back.
+
+Units: ``gaussian_basis_rmax`` in Angstrom; learning rates are dimensionless.
+The key table, with the meaning of each key, is documented in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tomli_w
+
+from hamflow.config.device import DEVICE_TYPES, parse_device
+from hamflow.config.logging_setup import LOG_LEVELS
+from hamflow.config.precision import FLOAT_TYPES
+from hamflow.config.schema import (
+    REQUIRED,
+    above,
+    at_least,
+    file_name_ok,
+    non_empty,
+    option,
+    parse_section,
+    section,
+    section_to_dict,
+    set_dotted,
+    toml_repr,
+)
+from hamflow.errors import ConfigError, NotAvailableError
+from hamflow.graph.basis import parse_orbital_types
+
+if TYPE_CHECKING:
+    from hamflow.train.schedules import SchedulerConfig
+
+NET_TYPE_ALIASES = {"normal": "sparrow", "accurate": "eagle"}
+NET_TYPES = ("sparrow", "eagle")
+SUPERVISED_LOSS_TYPES = ("mae", "mse", "wmae", "huber")
+UNSUPERVISED_LOSS_TYPES = ("ai2dft", "ai2dft_node", "hopad", "aims")
+GRAPH_TYPES = ("H", "HS", "Rho", "Sap", "S")
+TRAINABLE_GRAPH_TYPES = {"H": ("H", "HS"), "Rho": ("Rho",)}
+COMPILATION_CACHE_OFF = "none"
+DEFAULT_COMPILATION_CACHE = ".jax_cache"
+MAX_RANDOM_SEED = 2**32 - 1
+
+_C = TypeVar("_C")
+
+
+def _betas_ok(value: tuple[float, ...]) -> bool:
+    return all(0.0 < beta < 1.0 for beta in value)
+
+
+# ------------------------------------------------------------------------------------------- system
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SystemConfig:
+    """[system]: device, precision, seed and logging of a run (shared by training and inference)."""
+
+    note: str = option("Enjoy DeepH-pack! ;-)", doc="name of this project")
+    device: str = option("gpu*8:0", allowed=f"<type>*<num>[:<ids>] with <type> in {', '.join(DEVICE_TYPES)}")
+    float_type: str = option("fp32", choices=FLOAT_TYPES)
+    random_seed: int = option(
+        137, check=lambda v: 0 <= v <= MAX_RANDOM_SEED, allowed=f"an integer from 0 to {MAX_RANDOM_SEED}"
+    )
+    log_level: str = option("info", choices=tuple(LOG_LEVELS))
+    jax_memory_preallocate: bool = option(True)
+    show_train_process_bar: bool = option(True)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DftConfig:
+    """[data.dft]: how structures are laid out under ``inputs_dir/dft``."""
+
+    data_dir_depth: int = option(0, check=at_least(0), allowed="an integer >= 0")
+    on_bad_structure: str = option("fail", choices=("fail", "skip"))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GraphConfig:
+    """[data.graph]: the graph store built from the DFT data."""
+
+    dataset_name: str = option(
+        "DATASET-DEMO", check=file_name_ok, allowed="a non-empty name without '/' (used in file names)"
+    )
+    graph_type: str = option("H", choices=GRAPH_TYPES)
+    storage_type: str = option("memory", choices=("memory", "disk"))
+    common_orbital_types: str = option("", allowed='"" (union of the dataset) or e.g. "s2p2d1"')
+    parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
+    only_save_graph: bool = option(False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSaveConfig:
+    """[data.model_save]: which checkpoints are kept."""
+
+    best: bool = option(True)
+    latest: bool = option(True)
+    latest_interval: int = option(100, allowed="an integer (<= 0 or > max_epoch: only the last epoch)")
+    latest_num: int = option(10, check=at_least(1), allowed="an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """[data]: where inputs are read and run folders are written (paths as given, not resolved)."""
+
+    inputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    outputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    dft: DftConfig = section(DftConfig)
+    graph: GraphConfig = section(GraphConfig)
+    model_save: ModelSaveConfig = section(ModelSaveConfig)
+
+
+# -------------------------------------------------------------------------------------------- model
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AdvancedConfig:
+    """[model.advanced]: network size and symmetry."""
+
+    gaussian_basis_rmax: float = option(7.5, check=above(0.0), allowed="a number > 0 (Angstrom)")
+    net_irreps: str = option(
+        REQUIRED,
+        kind="string",
+        allowed='an e3nn Irreps string such as "64x0e+32x1o+16x2e", or "" (derived from the basis)',
+    )
+    num_blocks: int = option(3, check=at_least(1), allowed="an integer >= 1")
+    consider_parity: bool = option(True)
+    standardize_gauge: bool = option(False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """[model]: network type, learning target and loss."""
+
+    net_type: str = option("sparrow", choices=NET_TYPES, aliases=NET_TYPE_ALIASES)
+    target_type: str = option("H", choices=tuple(TRAINABLE_GRAPH_TYPES))
+    loss_type: str = option("mse", choices=SUPERVISED_LOSS_TYPES + UNSUPERVISED_LOSS_TYPES)
+    advanced: AdvancedConfig = section(AdvancedConfig)
+
+
+# ------------------------------------------------------------------------------------------ process
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataloaderConfig:
+    """[process.train.dataloader]: batch size and the dataset split."""
+
+    batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1")
+    train_size: int = option(1, check=at_least(0), allowed="an integer >= 0")
+    validate_size: int = option(0, check=at_least(0), allowed="an integer >= 0")
+    test_size: int = option(0, check=at_least(0), allowed="an integer >= 0")
+    dataset_split_json: str = option("", allowed='"" (split by sizes and random_seed) or a JSON file path')
+    only_use_train_loss: bool = option(False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    """[process.train.optimizer]: optax optimizer and its hyper-parameters."""
+
+    type: str = option("adamw", choices=("sgd", "adam", "adamw"))
+    init_learning_rate: float = option(2e-3, check=above(0.0), allowed="a number > 0")
+    clip_norm_factor: float = option(
+        -1.0, check=lambda v: v != 0.0, allowed="a number > 0, or < 0 to switch clipping off"
+    )
+    momentum: float = option(0.8, check=lambda v: 0.0 <= v < 1.0, allowed="a number in [0, 1)")
+    betas: tuple[float, float] = option(
+        (0.9, 0.999), length=2, check=_betas_ok, allowed="a list of 2 numbers, each in (0, 1)"
+    )
+    weight: float = option(0.001, check=at_least(0.0), allowed="a number >= 0")
+    eps: float = option(1e-8, check=above(0.0), allowed="a number > 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ContinuedConfig:
+    """[process.train.continued]: resume or fine-tune from a previous run."""
+
+    enable: bool = option(False)
+    new_training_data: bool = option(False)
+    new_optimizer: bool = option(False)
+    previous_output_dir: str = option("", allowed="the previous run folder (required when enable = true)")
+    load_model_type: str = option("latest", choices=("best", "latest"))
+    load_model_epoch: int = option(
+        -1,
+        accept_int_string=True,
+        check=lambda v: v >= -1,
+        allowed="an integer: -1 (the newest saved epoch) or a saved epoch >= 0",
+    )
+
+
+def _parse_scheduler(section_data: Mapping[str, Any], *, key_prefix: str, source: Any) -> SchedulerConfig:
+    from hamflow.train.schedules import scheduler_config_from_section
+
+    return scheduler_config_from_section(section_data, key_prefix=key_prefix, source=source)
+
+
+def _dump_scheduler(scheduler: SchedulerConfig) -> dict:
+    from hamflow.train.schedules import scheduler_config_to_section
+
+    return scheduler_config_to_section(scheduler)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainProcessConfig:
+    """[process.train]: the training loop."""
+
+    max_epoch: int = option(10000, check=at_least(1), allowed="an integer >= 1")
+    multi_way_jit_num: int = option(1, check=at_least(1), allowed="an integer >= 1")
+    ahead_of_time_compile: bool = option(False)
+    compilation_cache_dir: str = option(
+        "", allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path'
+    )
+    dataloader: DataloaderConfig = section(DataloaderConfig)
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    scheduler: SchedulerConfig = section(parser=_parse_scheduler, dumper=_dump_scheduler)
+    continued: ContinuedConfig = section(ContinuedConfig)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProcessConfig:
+    """[process]."""
+
+    train: TrainProcessConfig = section(TrainProcessConfig)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """A resolved training TOML. ``source`` is the file it was read from (not compared by ``==``)."""
+
+    system: SystemConfig = section(SystemConfig)
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    process: ProcessConfig = section(ProcessConfig)
+    source: Path | None = dataclasses.field(default=None, compare=False)
+
+
+# ----------------------------------------------------------------------------------- cross checks
+
+
+def _resourced(check: Callable[[], Any], source: Path | None) -> Any:
+    """Run ``check``; a ConfigError it raises without a source gets ``source``."""
+    try:
+        return check()
+    except ConfigError as error:
+        if error.source is not None or source is None:
+            raise
+        raise ConfigError(error.key, error.problem, source=source) from None
+
+
+def check_system(system: SystemConfig, source: Path | None = None) -> None:
+    """Checks of [system] beyond single-key types: the device string's grammar."""
+    _resourced(lambda: parse_device(system.device), source)
+
+
+def check_net_irreps(text: str, *, consider_parity: bool, net_type: str, source: Path | None = None) -> None:
+    """``net_irreps`` must parse as e3nn Irreps with channels, and be even-only without parity / for eagle.
+
+    ``""`` is accepted (the network derives its irreps from the common orbital basis).
+    """
+    key = "model.advanced.net_irreps"
+    if not text.strip():
+        return
+    import e3nn_jax
+
+    try:
+        irreps = e3nn_jax.Irreps(text)
+    except (ValueError, TypeError, AssertionError) as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError(
+            key,
+            f'= {toml_repr(text)} is not an e3nn Irreps string ({detail}); allowed: e.g. "64x0e+32x1o+16x2e"',
+            source=source,
+        ) from None
+    if irreps.dim == 0:
+        raise ConfigError(
+            key, f"= {toml_repr(text)} has no channels; allowed: at least one irrep", source=source
+        )
+    odd = [str(ir) for _, ir in irreps if ir.p == -1]
+    if odd:
+        if net_type == "eagle":
+            reason = 'model.net_type = "eagle" takes even-parity irreps only'
+        elif not consider_parity:
+            reason = "model.advanced.consider_parity = false allows even-parity irreps only"
+        else:
+            return
+        raise ConfigError(
+            key,
+            f"= {toml_repr(text)} has odd-parity irreps ({', '.join(dict.fromkeys(odd))}) but {reason}; "
+            'allowed: irreps ending in "e" (e.g. "64x0e+32x1e+16x2e")',
+            source=source,
+        )
+
+
+def _check_graph(cfg: TrainConfig, source: Path | None) -> None:
+    graph = cfg.data.graph
+    target = cfg.model.target_type
+    allowed = TRAINABLE_GRAPH_TYPES[target]
+    if graph.graph_type not in allowed:
+        why = (
+            " (S and Sap carry no labels: they are inference-only graph types)"
+            if graph.graph_type in ("S", "Sap")
+            else ""
+        )
+        raise ConfigError(
+            "data.graph.graph_type",
+            f"= {toml_repr(graph.graph_type)} cannot train model.target_type = {toml_repr(target)}{why}; "
+            f"allowed: {', '.join(toml_repr(g) for g in allowed)}",
+            source=source,
+        )
+    if graph.common_orbital_types.strip():
+        _resourced(lambda: parse_orbital_types(graph.common_orbital_types), source)
+
+
+def _check_model(cfg: TrainConfig, source: Path | None) -> None:
+    model = cfg.model
+    advanced = model.advanced
+    if model.loss_type in UNSUPERVISED_LOSS_TYPES:
+        raise NotAvailableError("model.loss_type", model.loss_type, source=source)
+    if advanced.standardize_gauge and cfg.data.graph.graph_type != "HS":
+        raise ConfigError(
+            "model.advanced.standardize_gauge",
+            f'= true needs the overlap: data.graph.graph_type must be "HS", got '
+            f'{toml_repr(cfg.data.graph.graph_type)}; allowed: false, or true with graph_type = "HS"',
+            source=source,
+        )
+    if model.net_type == "eagle" and advanced.consider_parity:
+        raise ConfigError(
+            "model.advanced.consider_parity",
+            '= true is not allowed with model.net_type = "eagle" (even-parity network); allowed: false',
+            source=source,
+        )
+    check_net_irreps(
+        advanced.net_irreps,
+        consider_parity=advanced.consider_parity,
+        net_type=model.net_type,
+        source=source,
+    )
+
+
+def _check_process(cfg: TrainConfig, source: Path | None) -> None:
+    train = cfg.process.train
+    loader = train.dataloader
+    if loader.train_size == 0 and not loader.dataset_split_json.strip():
+        raise ConfigError(
+            "process.train.dataloader.train_size",
+            "= 0 leaves nothing to train on; allowed: an integer >= 1 (or set dataset_split_json)",
+            source=source,
+        )
+    continued = train.continued
+    if continued.enable and not continued.previous_output_dir.strip():
+        raise ConfigError(
+            "process.train.continued.previous_output_dir",
+            "is required when process.train.continued.enable = true; "
+            "expected the previous run folder (with deepx.log and model/)",
+            source=source,
+        )
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Checks between keys (contradictions, options not built yet); ConfigError on the first failure."""
+    source = cfg.source
+    check_system(cfg.system, source)
+    _check_graph(cfg, source)
+    _check_model(cfg, source)
+    _check_process(cfg, source)
+
+
+# ------------------------------------------------------------------------------------------- public
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The mapping of a TOML file; ConfigError when it cannot be read or is not valid TOML."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError("file", f"cannot be read: {error.strerror or error}", source=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("file", "is not UTF-8 text", source=path) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError("file", f"is not valid TOML: {detail}", source=path) from None
+
+
+def parse_train_config(data: Mapping[str, Any], *, source: str | Path | None = None) -> TrainConfig:
+    """Validate a training TOML mapping, fill defaults, resolve aliases; ConfigError on bad input."""
+    source_path = Path(source) if source is not None else None
+    cfg = parse_section(TrainConfig, data, source=source_path, extra={"source": source_path})
+    check_train_config(cfg)
+    return cfg
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training TOML file; ConfigError (also for unreadable or invalid TOML)."""
+    return parse_train_config(read_toml(path), source=path)
+
+
+def train_config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The resolved configuration as a plain TOML mapping (every key, canonical values)."""
+    return section_to_dict(cfg)
+
+
+def dump_toml(data: Mapping[str, Any], header: str) -> str:
+    """TOML text of ``data`` preceded by ``# header`` comment lines."""
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + tomli_w.dumps(data)
+
+
+def dump_train_config(cfg: TrainConfig) -> str:
+    """Resolved TOML text (defaults filled, aliases resolved) that loads back equal to ``cfg``."""
+    origin = f" from {cfg.source}" if cfg.source is not None else ""
+    return dump_toml(train_config_to_dict(cfg), f"hamflow: fully resolved training configuration{origin}")
+
+
+def apply_overrides(
+    cfg: _C, overrides: Mapping[str, Any], parse: Callable[..., _C], to_dict: Callable[[_C], dict]
+) -> _C:
+    """Re-validate ``cfg`` with dotted-key ``overrides`` set; the shared core of ``with_overrides``."""
+    data = to_dict(cfg)
+    source = getattr(cfg, "source", None)
+    for dotted_key, value in overrides.items():
+        try:
+            set_dotted(data, dotted_key, value)
+        except ConfigError as error:
+            raise ConfigError(error.key, error.problem, source=source) from None
+    return parse(data, source=source)
+
+
+def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with ``{"data.inputs_dir": ..., ...}`` set, validated again as a whole."""
+    return apply_overrides(cfg, overrides, parse_train_config, train_config_to_dict)
+
+
+def compilation_cache_path(cfg: TrainConfig) -> Path | None:
+    """The JAX persistent compilation cache folder of a run, or None when switched off ("none")."""
+    text = cfg.process.train.compilation_cache_dir.strip()
+    if text == COMPILATION_CACHE_OFF:
+        return None
+    if not text:
+        return Path(cfg.data.outputs_dir) / DEFAULT_COMPILATION_CACHE
+    return Path(text)
+
+
+def latest_save_interval(cfg: TrainConfig) -> int:
+    """Epoch interval of ``latest`` checkpoints: ``latest_interval``, or ``max_epoch`` when it is <= 0
+    or larger than ``max_epoch`` (then only the last epoch is saved)."""
+    interval = cfg.data.model_save.latest_interval
+    max_epoch = cfg.process.train.max_epoch
+    return interval if 1 <= interval <= max_epoch else max_epoch
