@@ -127,11 +127,40 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- check-config: validate a training (or inference) TOML and print it fully resolved -------------
+
+
+def _add_check_config(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-config",
+        help="validate a train.toml (or infer.toml) and print it fully resolved",
+        description="Validate a DeepH-pack training TOML (or, with --infer, an inference TOML) and print "
+        "the fully resolved TOML (defaults filled, aliases resolved). Exit 0 when valid; otherwise print "
+        "one line naming the key, the bad value and what is allowed, and exit 2.",
+    )
+    parser.add_argument("config", metavar="TOML", help="the TOML file to check")
+    parser.add_argument("--infer", action="store_true", help="check an inference TOML instead")
+    parser.set_defaults(handler=_run_check_config)
+
+
+def _run_check_config(args: argparse.Namespace) -> int:
+    if args.infer:
+        from hamflow.config.infer_config import dump_infer_config, load_infer_config
+
+        print(dump_infer_config(load_infer_config(args.config)), end="")
+    else:
+        from hamflow.config.train_config import dump_train_config, load_train_config
+
+        print(dump_train_config(load_train_config(args.config)), end="")
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
+    _add_check_config,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
