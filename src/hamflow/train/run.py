@@ -249,11 +249,13 @@ class TrainResult:
     stopped_because: str
 
 
-def _enable_compilation_cache(cfg: Any, run_dir: Path) -> Path | None:
-    setting = cfg.process.train.compilation_cache_dir
-    if setting == "none":
+def _enable_compilation_cache(cfg: Any) -> Path | None:
+    """Point JAX's persistent compilation cache at the run's cache folder (every program cached)."""
+    from hamflow.config.train_config import compilation_cache_path
+
+    path = compilation_cache_path(cfg)
+    if path is None:
         return None
-    path = Path(setting) if setting else Path(cfg.data.outputs_dir) / ".jax_cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -331,7 +333,12 @@ def train(
     """
     from hamflow.config.device import parse_device, select_jax_devices
     from hamflow.config.precision import apply_float_type
-    from hamflow.config.train_config import dump_train_config, load_train_config, train_config_to_dict
+    from hamflow.config.train_config import (
+        dump_train_config,
+        latest_save_interval,
+        load_train_config,
+        train_config_to_dict,
+    )
     from hamflow.train.schedules import (
         learning_rate_scale,
         learning_rate_schedule,
@@ -348,7 +355,7 @@ def train(
     try:
         policy = apply_float_type(cfg.system.float_type)
         devices = select_jax_devices(parse_device(cfg.system.device))
-        cache = _enable_compilation_cache(cfg, layout.root)
+        cache = _enable_compilation_cache(cfg)
         LOG.info("hamflow train: run directory %s", layout.root)
         LOG.info("devices: %s; float_type %s; compilation cache %s", devices, cfg.system.float_type, cache)
 
@@ -607,10 +614,7 @@ def train(
                         ckpt.save_best(
                             layout, state.params, {"epoch": epoch, "loss": best_loss, "step": int(state.step)}
                         )
-                interval = cfg.data.model_save.latest_interval
-                if interval <= 0 or interval > tcfg.max_epoch:
-                    interval = tcfg.max_epoch
-                if cfg.data.model_save.latest and epoch % interval == 0:
+                if cfg.data.model_save.latest and epoch % latest_save_interval(cfg) == 0:
                     _save_latest(layout, epoch, state, plateau, best_loss, partial, cfg)
                 if schedule_ends_training(sched, lr_scale):
                     stopped = "min_learning_rate_scale"
