@@ -299,6 +299,12 @@ def build_structure_graph(
     spinful = bool(info.spinful)
     num_edges = pairs.shape[0]
 
+    if LABEL_SOURCE[graph_type] is not None and "S" not in matrices and not info.orthogonal_basis:
+        raise DataError(
+            f"{MATRIX_FILES['S']} is missing: a non-orthogonal basis needs it for the label mask",
+            structure=sid,
+            file=folder / MATRIX_FILES["S"],
+        )
     overlap_padded = None
     if "S" in matrices:
         overlap_matrix = matrices["S"]
