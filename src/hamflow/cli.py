@@ -155,12 +155,58 @@ def _run_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schedule: the learning-rate schedule of a train.toml, before any GPU hour is spent -----------
+
+
+def _step_list(text: str) -> list[int]:
+    """``0,10,500`` -> [0, 10, 500] (integers >= 0)."""
+    try:
+        steps = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not steps or min(steps) < 0:
+        raise argparse.ArgumentTypeError(f"expected steps >= 0 separated by commas, got {text!r}")
+    return steps
+
+
+def _add_schedule(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "schedule",
+        help="print (and plot) the learning rate of a train.toml step by step",
+        description="Print step,learning_rate CSV for the [process.train.scheduler] of a train.toml "
+        "(max_epoch x K steps). reduce_on_plateau is shown assuming no plateau.",
+    )
+    parser.add_argument("config", help="the DeepH-pack train.toml")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, required=True, metavar="K", help="training steps (batches) per epoch"
+    )
+    parser.add_argument(
+        "--steps", type=_step_list, metavar="S1,S2,...", help="only these steps (default: every step)"
+    )
+    parser.add_argument("--plot", metavar="PNG", help="also plot the printed rows into this PNG file")
+    parser.set_defaults(handler=_run_schedule)
+
+
+def _run_schedule(args: argparse.Namespace) -> int:
+    from hamflow.train.schedules import format_schedule_csv, plot_schedule, schedule_report
+
+    report = schedule_report(args.config, steps_per_epoch=args.steps_per_epoch, steps=args.steps)
+    if report.note:
+        print(f"hamflow: note: {report.note}", file=sys.stderr)
+    sys.stdout.write(format_schedule_csv(report.rows))
+    if args.plot:
+        plot_schedule(report.rows, args.plot, title=f"{report.type}, {report.total_steps} steps")
+        print(f"hamflow: plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_check_config,
+    _add_schedule,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
