@@ -200,6 +200,171 @@ def _run_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- discover: structure ids -> manifest.json (+ dataset_split.json from a train.toml) -------------
+
+
+def _add_discover(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "discover",
+        help="find the structures under inputs_dir/dft; write manifest.json and dataset_split.json",
+        description="Walk inputs_dir/dft exactly data_dir_depth levels deep and write DIR/manifest.json "
+        "(sorted structure ids: folders holding POSCAR and info.json). With a train.toml also write "
+        "DIR/dataset_split.json (from train/validate/test_size and random_seed, or the checked "
+        "dataset_split_json). Folders lacking POSCAR or info.json are reported, one line each; with a "
+        'train.toml and [data.dft] on_bad_structure = "fail" they stop discovery.',
+    )
+    parser.add_argument("config", nargs="?", metavar="TRAIN.toml", help="the DeepH-pack train.toml")
+    parser.add_argument("--inputs-dir", help="without a TOML: the inputs folder (holding dft/)")
+    parser.add_argument("--depth", type=int, help="without a TOML: data_dir_depth (default 0)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default with a TOML: <outputs_dir>/discover/)"
+    )
+    parser.set_defaults(handler=_run_discover)
+
+
+def _run_discover(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hamflow.data.discover import incomplete_reason, scan_dft_dir, write_manifest
+    from hamflow.errors import ConfigError, DataError
+
+    cfg = None
+    if args.config:
+        if args.inputs_dir is not None or args.depth is not None:
+            raise ConfigError(
+                "--inputs-dir/--depth", "give either TRAIN.toml or --inputs-dir/--depth, not both"
+            )
+        from hamflow.config.train_config import load_train_config
+
+        cfg = load_train_config(args.config)
+        inputs_dir, depth = cfg.data.inputs_dir, cfg.data.dft.data_dir_depth
+        out = Path(args.out) if args.out else Path(cfg.data.outputs_dir) / "discover"
+    else:
+        if args.inputs_dir is None or args.out is None:
+            raise ConfigError("--inputs-dir", "without TRAIN.toml, give --inputs-dir DIR and --out DIR")
+        inputs_dir, depth, out = args.inputs_dir, args.depth or 0, Path(args.out)
+    dft_dir = Path(inputs_dir) / "dft"
+    found = scan_dft_dir(dft_dir, depth)
+    lines = [incomplete_reason(dft_dir, sid) for sid in found.incomplete]
+    if lines and cfg is not None and cfg.data.dft.on_bad_structure == "fail":
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise DataError(f'{lines[0]}{more}; fix the folders or set [data.dft] on_bad_structure = "skip"')
+    for line in lines:
+        print(f"hamflow: warning: skipping {line}", file=sys.stderr)
+    write_manifest(
+        out / "manifest.json", inputs_dir=inputs_dir, depth=depth, ids=found.ids, incomplete=found.incomplete
+    )
+    skipped = f", {len(found.incomplete)} incomplete folder(s) skipped" if found.incomplete else ""
+    print(f"discovered {len(found.ids)} structures in {dft_dir} (depth {depth}){skipped}")
+    print(f"manifest -> {out / 'manifest.json'}")
+    if cfg is not None:
+        from hamflow.data.split import load_split, make_split, write_split
+
+        loader = cfg.process.train.dataloader
+        if loader.dataset_split_json:
+            split = load_split(loader.dataset_split_json, found.ids)
+        else:
+            split = make_split(
+                found.ids,
+                train_size=loader.train_size,
+                validate_size=loader.validate_size,
+                test_size=loader.test_size,
+                seed=cfg.system.random_seed,
+            )
+        write_split(out / "dataset_split.json", split)
+        sizes = ", ".join(f"{part} {len(ids)}" for part, ids in split.items())
+        print(f"split: {sizes} -> {out / 'dataset_split.json'}")
+    return 0
+
+
+# -- validate: check every structure's files (present, parseable, consistent) ---------------------
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    """``K/N`` -> (K, N): the K-th (0-based) of N shards."""
+    shard, sep, total = text.partition("/")
+    try:
+        k, n = int(shard), int(total)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/4, got {text!r}") from None
+    if not sep or n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def _add_validate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check every structure under INPUTS_DIR/dft: files present, parseable, consistent",
+        description="Check each structure: files present and parseable, orbital counts consistent "
+        "between info.json, POSCAR and the blocks, atom indices in range, block shapes, atom_pairs equal "
+        "across H/S/Rho, mirror pairs with M(R)ij = M(-R)ji^T, no NaN/Inf, on-site overlaps positive. "
+        "Prints one line per bad structure, then a summary; exit 0 when all are sound, else 1.",
+    )
+    parser.add_argument("inputs_dir", metavar="INPUTS_DIR", help="the inputs folder (holding dft/)")
+    parser.add_argument("--depth", type=int, help="data_dir_depth (default: the manifest's, else 0)")
+    parser.add_argument("--manifest", metavar="M", help="validate the ids of this manifest.json")
+    parser.add_argument(
+        "--shard", type=_shard_spec, metavar="K/N", help="only the K-th (0-based) of N contiguous shards"
+    )
+    parser.add_argument("--report", metavar="OUT.json", help="also write the full report as JSON")
+    parser.add_argument("--allow-bad", action="store_true", help="exit 0 even when structures are bad")
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="J", help="parallel processes (<= 0: all cores)"
+    )
+    parser.add_argument(
+        "--quantities",
+        metavar="Q1,Q2",
+        help="matrix files to require and check, e.g. S for inference inputs (default: H,S required, "
+        "density matrix checked when present)",
+    )
+    parser.add_argument(
+        "--mirror-atol",
+        type=float,
+        default=1e-6,
+        help="tolerance of M(R)ij = M(-R)ji^T, times max(1, largest |entry| of the block) (default 1e-6)",
+    )
+    parser.set_defaults(handler=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from hamflow.data.discover import read_manifest, scan_dft_dir, shard_ids
+    from hamflow.data.validate import validate_tree
+    from hamflow.errors import ConfigError
+
+    depth = args.depth
+    ids = None
+    if args.manifest:
+        manifest = read_manifest(args.manifest)
+        if depth is not None and depth != manifest.depth:
+            raise ConfigError(
+                "--depth", f"= {depth} but the manifest {args.manifest} was made with depth {manifest.depth}"
+            )
+        depth, ids = manifest.depth, manifest.ids
+    depth = 0 if depth is None else depth
+    if args.shard is not None:
+        if ids is None:
+            found = scan_dft_dir(f"{args.inputs_dir}/dft", depth)
+            ids = sorted(found.ids + found.incomplete)
+        ids = shard_ids(ids, *args.shard)
+    quantities = [q.strip() for q in args.quantities.split(",") if q.strip()] if args.quantities else None
+    report = validate_tree(
+        args.inputs_dir,
+        depth=depth,
+        ids=ids,
+        quantities=quantities,
+        n_jobs=args.jobs,
+        mirror_atol=args.mirror_atol,
+    )
+    if args.report:
+        report.write(args.report)
+    for line in report.bad_lines():
+        print(line)
+    shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard is not None else ""
+    print(report.summary() + shard)
+    return 1 if report.bad and not args.allow_bad else 0
+
+
 # (sub-command sections go here, one per command)
 
 
@@ -207,6 +372,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_check_config,
     _add_schedule,
+    _add_discover,
+    _add_validate,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
