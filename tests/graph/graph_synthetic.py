@@ -41,12 +41,17 @@ def synthetic_structure(
     counts = atom_orbital_counts(list(elements), orbital_map)
     reach = range(-2, 3)  # every image closer than 4 Angstrom in a 2.5 Angstrom cell
     shifts = [(a, b, c) for a in reach for b in reach for c in reach] if periodic else [(0, 0, 0)]
-    pairs, h_blocks, s_blocks, rho_blocks = [], [], [], []
+    spin = 2 if spinful else 1
+    blocks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for shift in shifts:
         for i in range(n):
             for j in range(n):
                 distance = np.linalg.norm(positions[j] + np.asarray(shift) @ lattice - positions[i])
                 if distance >= 4.0:
+                    continue
+                mirror = blocks.get((*(-np.asarray(shift)).tolist(), j, i))
+                if mirror is not None:  # M(R)_ij = M(-R)_ji^dagger, as in DFT files
+                    blocks[(*shift, i, j)] = tuple(m.conj().T for m in mirror)
                     continue
                 ni, nj = int(counts[i]), int(counts[j])
                 onsite = i == j and shift == (0, 0, 0)
@@ -55,16 +60,18 @@ def synthetic_structure(
                     first_i = 2 * orbital_map[elements[i]][0] + 1
                     first_j = 2 * orbital_map[elements[j]][0] + 1
                     s_block[:first_i, :first_j] = 1e-13
-                spin = 2 if spinful else 1
                 h_block = rng.normal(size=(spin * ni, spin * nj))
                 rho_block = rng.normal(size=(spin * ni, spin * nj))
                 if spinful:
                     h_block = h_block + 1j * rng.normal(size=h_block.shape)
                     rho_block = rho_block + 1j * rng.normal(size=rho_block.shape)
-                pairs.append([*shift, i, j])
-                h_blocks.append(h_block)
-                s_blocks.append(s_block)
-                rho_blocks.append(rho_block)
+                if onsite:  # Hermitian, and S positive definite
+                    s_block = s_block @ s_block.T + ni * np.eye(ni)
+                    h_block = (h_block + h_block.conj().T) / 2
+                    rho_block = (rho_block + rho_block.conj().T) / 2
+                blocks[(*shift, i, j)] = (h_block, s_block, rho_block)
+    pairs = [list(key) for key in blocks]
+    h_blocks, s_blocks, rho_blocks = ([b[k] for b in blocks.values()] for k in range(3))
     info = StructureInfo(
         atoms_quantity=n,
         orbits_quantity=int(counts.sum()),

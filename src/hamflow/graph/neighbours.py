@@ -10,9 +10,7 @@ three directions (molecules sit in a box, as in the DFT files).
 
 from __future__ import annotations
 
-import ase
 import numpy as np
-from ase.neighborlist import neighbor_list
 
 from hamflow.data.poscar import Poscar
 from hamflow.errors import ConfigError
@@ -31,6 +29,9 @@ def neighbour_edges(poscar: Poscar, cutoff: float) -> tuple[np.ndarray, np.ndarr
         raise ConfigError(
             CUTOFF_KEY, f"= {cutoff!r}: the neighbour cutoff must be a positive length (Angstrom)"
         )
+    import ase  # here, not at the top: ASE + SciPy take ~0.5 s to import and most graphs never need them
+    from ase.neighborlist import neighbor_list
+
     atoms = ase.Atoms(
         numbers=np.ones(poscar.num_atoms, dtype=int),
         positions=np.asarray(poscar.positions, dtype=np.float64),

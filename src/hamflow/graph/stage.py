@@ -1,0 +1,383 @@
+"""The graph stage: DFT structure folders -> one graph store (or one shard of it), from a TrainConfig.
+
+Steps of :func:`build_graph_store`:
+1. candidates: the given ids, the ids of validation reports, or discovery under ``inputs_dir/dft``;
+2. common basis: from the ``info.json`` of every candidate of the whole dataset that can be read
+   (so all shards of one dataset agree), or ``data.graph.common_orbital_types``;
+3. reuse: a store at the output path whose fingerprint (structure ids + size/mtime of their files,
+   graph settings, basis, hamflow version) matches is returned as is; a mismatch is logged and rebuilt;
+4. validation (``data.dft.on_bad_structure``: fail or skip), unless reports already give the ok ids;
+5. parallel build (``data.graph.parallel_num`` joblib workers, progress bar, output in id order);
+6. atomic write of the store at ``inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from hamflow.data.discover import discover_structures, shard_ids, structure_path
+from hamflow.data.info import StructureInfo, read_info
+from hamflow.data.matrix_h5 import MATRIX_FILES
+from hamflow.data.structure import INFO_FILE, POSCAR_FILE, load_structure
+from hamflow.errors import ConfigError, DataError, HamflowError
+from hamflow.graph.basis import CommonBasis, common_basis
+from hamflow.graph.store import StoreMeta, inputs_fingerprint, read_store_meta, store_path, write_store
+from hamflow.graph.structure_graph import (
+    DEFAULT_OVERLAP_THRESHOLD,
+    StructureGraph,
+    build_structure_graph,
+    check_graph_type,
+    required_quantities,
+    wanted_quantities,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Most structures handed to a worker at once (fewer, larger tasks amortise the process round trip).
+_MAX_CHUNK = 64
+
+
+def graph_dtype(float_type: str) -> np.dtype:
+    """Real dtype of a graph's arrays for ``system.float_type``: float64 for fp64, else float32."""
+    return np.dtype(np.float64 if float_type == "fp64" else np.float32)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def accelerator_count() -> int:
+    """Accelerators JAX sees, counted only when the caller already imported JAX (training does);
+    the graph command alone never initialises JAX, which would claim GPU memory."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return 0
+    try:
+        return sum(1 for device in jax.devices() if device.platform != "cpu")
+    except RuntimeError:
+        return 0
+
+
+def resolve_parallel_num(parallel_num: int) -> int:
+    """Workers for ``data.graph.parallel_num``: as given when 1..available, where available is the
+    larger of CPU cores and accelerators; a non-positive or larger value becomes ``available``."""
+    available = max(cpu_cores(), accelerator_count(), 1)
+    if parallel_num <= 0 or parallel_num > available:
+        return available
+    return int(parallel_num)
+
+
+def structure_digest(folder: Path, graph_type: str) -> str:
+    """Digest of the size and mtime of the files a graph of this type reads ("-" for a missing one)."""
+    names = [POSCAR_FILE, INFO_FILE, *(MATRIX_FILES[q] for q in wanted_quantities(graph_type))]
+    parts = []
+    for name in names:
+        try:
+            stat = os.stat(folder / name)
+            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{name}:-")
+    return hashlib.sha1("|".join(parts).encode(), usedforsecurity=False).hexdigest()[:20]
+
+
+def read_infos(inputs_dir: Path, ids: Sequence[str]) -> dict[str, StructureInfo]:
+    """info.json of every structure whose file reads (unreadable ones are left to validation)."""
+    infos = {}
+    for sid in ids:
+        try:
+            infos[sid] = read_info(structure_path(inputs_dir, sid) / INFO_FILE, structure=sid)
+        except DataError:
+            continue
+    return infos
+
+
+def dataset_orbital_map(inputs_dir: Path, infos: Mapping[str, StructureInfo]) -> dict[str, tuple[int, ...]]:
+    """{element: shells} over the structures; DataError when two give one element different shells."""
+    merged: dict[str, tuple[int, ...]] = {}
+    first_seen: dict[str, str] = {}
+    for sid, info in infos.items():
+        for element, shells in info.elements_orbital_map.items():
+            shells = tuple(int(l) for l in shells)
+            if element not in merged:
+                merged[element], first_seen[element] = shells, sid
+            elif merged[element] != shells:
+                raise DataError(
+                    f"element {element} has shells {list(shells)} here but {list(merged[element])} in "
+                    f"structure {first_seen[element]}; one dataset needs one basis per element",
+                    structure=sid,
+                    file=structure_path(inputs_dir, sid) / INFO_FILE,
+                    key=f"elements_orbital_map.{element}",
+                )
+    if not merged:
+        raise DataError("no readable info.json among the structures", file=Path(inputs_dir) / "dft")
+    return merged
+
+
+def dataset_spinful(infos: Mapping[str, StructureInfo], ids: Sequence[str]) -> bool:
+    """Whether the structures ``ids`` are spinful (all alike; DataError naming two that differ)."""
+    flags: dict[bool, str] = {}
+    for sid in ids:
+        flags.setdefault(bool(infos[sid].spinful), sid)
+    if len(flags) > 1:
+        raise DataError(
+            f"spinful = true in structure {flags[True]} but false in structure {flags[False]}: one store "
+            "holds one kind",
+            key="spinful",
+        )
+    return bool(flags and next(iter(flags)))
+
+
+def graph_settings(cfg: Any, basis: CommonBasis, orbital_map: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The settings a store records and its fingerprint covers."""
+    graph = cfg.data.graph
+    settings: dict[str, Any] = {
+        "graph_type": graph.graph_type,
+        "storage_type": graph.storage_type,
+        "common_orbital_types": graph.common_orbital_types,
+        "basis": basis.to_string(),
+        "elements_orbital_map": {el: list(ls) for el, ls in sorted(orbital_map.items())},
+        "dtype": graph_dtype(cfg.system.float_type).name,
+        "overlap_threshold": DEFAULT_OVERLAP_THRESHOLD,
+        "on_bad_structure": cfg.data.dft.on_bad_structure,
+        "data_dir_depth": cfg.data.dft.data_dir_depth,
+    }
+    if graph.graph_type == "Sap":
+        settings["neighbour_cutoff"] = float(cfg.model.advanced.gaussian_basis_rmax)
+    return settings
+
+
+def _build_chunk(
+    inputs_dir: str,
+    sids: Sequence[str],
+    basis: CommonBasis,
+    graph_type: str,
+    dtype: str,
+    neighbour_cutoff: float | None,
+) -> list[StructureGraph]:
+    """Worker task: load and build the graphs of a few structures (module level: picklable)."""
+    graphs = []
+    for sid in sids:
+        structure = load_structure(
+            structure_path(inputs_dir, sid),
+            sid=sid,
+            quantities=wanted_quantities(graph_type),
+            required=required_quantities(graph_type),
+        )
+        graphs.append(
+            build_structure_graph(
+                structure,
+                basis,
+                graph_type=graph_type,
+                dtype=np.dtype(dtype),
+                neighbour_cutoff=neighbour_cutoff,
+            )
+        )
+    return graphs
+
+
+def build_graphs(
+    inputs_dir: str | Path,
+    ids: Sequence[str],
+    basis: CommonBasis,
+    *,
+    graph_type: str,
+    dtype: Any = np.float32,
+    workers: int = 1,
+    neighbour_cutoff: float | None = None,
+    progress: bool | None = None,
+) -> Iterator[StructureGraph]:
+    """Graphs of ``ids`` in that order, built by ``workers`` joblib processes (1: in this process).
+
+    ``progress``: show a tqdm bar on stderr (None: only when stderr is a terminal).
+    """
+    check_graph_type(graph_type)
+    ids = list(ids)
+    if not ids:
+        return
+    size = max(1, min(_MAX_CHUNK, math.ceil(len(ids) / (max(workers, 1) * 8))))
+    chunks = [ids[k : k + size] for k in range(0, len(ids), size)]
+    arguments = [
+        (str(inputs_dir), chunk, basis, graph_type, np.dtype(dtype).name, neighbour_cutoff)
+        for chunk in chunks
+    ]
+    if workers > 1:
+        results = Parallel(n_jobs=workers, return_as="generator")(
+            delayed(_build_chunk)(*a) for a in arguments
+        )
+    else:
+        results = (_build_chunk(*a) for a in arguments)
+    disable = not sys.stderr.isatty() if progress is None else not progress
+    with tqdm(total=len(ids), unit="structure", desc="graphs", disable=disable) as bar:
+        for graphs in results:
+            yield from graphs
+            bar.update(len(graphs))
+
+
+def _describe_mismatch(old: StoreMeta, settings: dict[str, Any], inputs: list[tuple[str, str]]) -> str:
+    changed = sorted(
+        key for key in set(old.settings) | set(settings) if old.settings.get(key) != settings.get(key)
+    )
+    if changed:
+        return "settings changed: " + ", ".join(
+            f"{key} {old.settings.get(key)!r} -> {settings.get(key)!r}" for key in changed
+        )
+    before, now = dict(old.inputs), dict(inputs)
+    added = len(set(now) - set(before))
+    removed = len(set(before) - set(now))
+    modified = sum(1 for sid in set(now) & set(before) if now[sid] != before[sid])
+    if added or removed or modified:
+        return f"inputs changed: {added} structures added, {removed} removed, {modified} modified"
+    return f"written by hamflow {old.hamflow_version}"
+
+
+def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: int) -> list[str]:
+    """Validated ids among ``ids``: from the reports when given, else by validating now."""
+    from hamflow.data.validate import ValidationReport, apply_bad_structure_policy, validate_tree
+
+    policy = cfg.data.dft.on_bad_structure
+    graph_type = cfg.data.graph.graph_type
+    if reports:
+        report = ValidationReport.merge(reports)
+        wanted = set(ids)
+        ok = set(apply_bad_structure_policy(report, policy))
+        return [sid for sid in ids if sid in ok and sid in wanted]
+    report = validate_tree(
+        Path(cfg.data.inputs_dir),
+        depth=cfg.data.dft.data_dir_depth,
+        ids=ids,
+        # the files read for the graph; Sap checks none (overlap.h5 is optional there)
+        quantities=() if graph_type == "Sap" else wanted_quantities(graph_type),
+        n_jobs=workers,
+    )
+    ok = set(apply_bad_structure_policy(report, policy))
+    return [sid for sid in ids if sid in ok]
+
+
+def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
+    """``inputs_dir/graph/<name>.<type>.<storage>.shard-K-of-N.h5`` (K 0-based)."""
+    whole = store_path(
+        cfg.data.inputs_dir,
+        cfg.data.graph.dataset_name,
+        cfg.data.graph.graph_type,
+        cfg.data.graph.storage_type,
+    )
+    return whole.with_name(whole.name.removesuffix(".h5") + f".shard-{shard[0]}-of-{shard[1]}.h5")
+
+
+def build_graph_store(
+    cfg: Any,
+    *,
+    ids: Sequence[str] | None = None,
+    out: Path | None = None,
+    shard: tuple[int, int] | None = None,
+    reports: Sequence[Any] | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Build (or reuse) the graph store of ``cfg`` and return its path.
+
+    ids:     candidate structure ids (default: the ids of ``reports``, else discovery).
+    out:     output path (default: DeepH-pack's place, :func:`store_path`; a shard's default is
+             :func:`default_shard_path`).
+    shard:   (k, n): build only the k-th (0-based) of n contiguous slices of the candidates.
+    reports: ``hamflow.data.validate.ValidationReport`` objects covering the candidates; their ok ids
+             are used and validation is not run again.
+    """
+    graph = cfg.data.graph
+    graph_type = check_graph_type(graph.graph_type)
+    inputs_dir = Path(cfg.data.inputs_dir)
+    if ids is not None:
+        candidates = list(ids)
+    elif reports:
+        from hamflow.data.validate import ValidationReport
+
+        merged = ValidationReport.merge(reports)
+        candidates = sorted(set(merged.ok) | set(merged.bad))
+    else:
+        candidates = discover_structures(inputs_dir / "dft", cfg.data.dft.data_dir_depth)
+    if not candidates:
+        raise DataError("no structures to build graphs of", file=inputs_dir / "dft")
+    mine = shard_ids(candidates, shard[0], shard[1]) if shard is not None else candidates
+    if out is None:
+        out = (
+            default_shard_path(cfg, shard)
+            if shard is not None
+            else store_path(inputs_dir, graph.dataset_name, graph_type, graph.storage_type)
+        )
+    out = Path(out)
+
+    infos = read_infos(inputs_dir, candidates)
+    orbital_map = dataset_orbital_map(inputs_dir, infos)
+    try:
+        basis = common_basis(orbital_map, graph.common_orbital_types)
+    except ConfigError as error:
+        source = error.source or getattr(cfg, "source", None)
+        raise ConfigError(error.key, error.problem, source=source) from None
+    settings = graph_settings(cfg, basis, orbital_map)
+    inputs = [(sid, structure_digest(structure_path(inputs_dir, sid), graph_type)) for sid in mine]
+    fingerprint = inputs_fingerprint(settings, inputs)
+    if out.exists():
+        try:
+            old = read_store_meta(out)
+        except HamflowError as error:
+            logger.warning("rebuilding graph store %s: the existing file is unusable (%s)", out, error)
+        else:
+            if old.fingerprint == fingerprint:
+                logger.info("graph store %s is up to date (%d structures): reused", out, len(old.ids))
+                return out
+            logger.warning("rebuilding graph store %s: %s", out, _describe_mismatch(old, settings, inputs))
+
+    workers = resolve_parallel_num(graph.parallel_num)
+    ok = _ok_ids(cfg, mine, reports, workers)
+    if len(ok) < len(mine):
+        logger.warning(
+            "graph store %s: %d of %d structures left out by validation", out, len(mine) - len(ok), len(mine)
+        )
+    if not ok:
+        raise DataError("no structure passed validation: nothing to build", file=inputs_dir / "dft")
+    spinful = dataset_spinful(infos, ok)
+    meta = StoreMeta(
+        graph_type=graph_type,
+        storage_type=graph.storage_type,
+        basis=basis,
+        elements_orbital_map=orbital_map,
+        spinful=spinful,
+        dtype=settings["dtype"],
+        settings=settings,
+        inputs=inputs,
+        fingerprint=fingerprint,
+    )
+    logger.info(
+        "building graph store %s: %d structures, basis %s, graph_type %s, %d workers",
+        out,
+        len(ok),
+        basis.to_string(),
+        graph_type,
+        workers,
+    )
+    graphs = build_graphs(
+        inputs_dir,
+        ok,
+        basis,
+        graph_type=graph_type,
+        dtype=settings["dtype"],
+        workers=workers,
+        neighbour_cutoff=settings.get("neighbour_cutoff"),
+        progress=progress,
+    )
+    write_store(out, graphs, meta)
+    return out
