@@ -365,6 +365,95 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 1 if report.bad and not args.allow_bad else 0
 
 
+# -- graph: DFT structures -> graph store (whole, one shard, or shards joined) --------------------
+
+
+def _add_graph(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "graph",
+        help="build the graph store of a train.toml (or one shard of it, or join shards)",
+        description="Discover, validate and turn the structures of a train.toml into its graph store at "
+        "inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5 and print its path. A store "
+        "already built from the same inputs and settings is reused; a stale one is rebuilt. With --shard "
+        "K/N only the K-th of N slices of the structures is built (to --out); with --join the shard "
+        "stores are concatenated into one store.",
+    )
+    parser.add_argument("config", metavar="TRAIN.toml", help="the DeepH-pack train.toml")
+    parser.add_argument(
+        "--ids-from", metavar="MANIFEST", help="take the structure ids from this manifest.json"
+    )
+    parser.add_argument(
+        "--reports",
+        nargs="+",
+        metavar="REPORT.json",
+        help="validation reports (hamflow validate --report) of the structures: use their ok ids, "
+        "do not validate again",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard_spec,
+        metavar="K/N",
+        help="build only the K-th (0-based) of N contiguous shards",
+    )
+    parser.add_argument("--join", nargs="+", metavar="SHARD.h5", help="join these shard stores, in order")
+    parser.add_argument("--out", metavar="PATH", help="output store (default: the DeepH-pack place)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a TOML key, e.g. --set data.graph.parallel_num=4 (repeatable)",
+    )
+    parser.set_defaults(handler=_run_graph)
+
+
+def _run_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hamflow.config.logging_setup import configure_logging
+    from hamflow.config.train_config import load_train_config, with_overrides
+    from hamflow.errors import ConfigError
+
+    cfg = load_train_config(args.config)
+    if args.overrides:
+        cfg = with_overrides(cfg, dict(args.overrides))
+    configure_logging(cfg.system.log_level)
+    if args.join:
+        if args.shard or args.ids_from or args.reports:
+            raise ConfigError(
+                "--join", "joins finished shards: give it without --shard, --ids-from, --reports"
+            )
+        from hamflow.graph.store import join_shards, store_path
+
+        graph = cfg.data.graph
+        out = Path(
+            args.out
+            or store_path(cfg.data.inputs_dir, graph.dataset_name, graph.graph_type, graph.storage_type)
+        )
+        join_shards([Path(p) for p in args.join], out)
+        print(out)
+        return 0
+    from hamflow.graph.stage import build_graph_store
+
+    ids = None
+    if args.ids_from:
+        from hamflow.data.discover import read_manifest
+
+        ids = read_manifest(args.ids_from).ids
+    reports = None
+    if args.reports:
+        from hamflow.data.validate import ValidationReport
+
+        reports = [ValidationReport.read(path) for path in args.reports]
+    out = build_graph_store(
+        cfg, ids=ids, out=Path(args.out) if args.out else None, shard=args.shard, reports=reports
+    )
+    print(out)
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
@@ -374,6 +463,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_schedule,
     _add_discover,
     _add_validate,
+    _add_graph,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
