@@ -127,34 +127,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- check-config: validate a training (or inference) TOML and print it fully resolved -------------
-
-
-def _add_check_config(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "check-config",
-        help="validate a train.toml (or infer.toml) and print it fully resolved",
-        description="Validate a DeepH-pack training TOML (or, with --infer, an inference TOML) and print "
-        "the fully resolved TOML (defaults filled, aliases resolved). Exit 0 when valid; otherwise print "
-        "one line naming the key, the bad value and what is allowed, and exit 2.",
-    )
-    parser.add_argument("config", metavar="TOML", help="the TOML file to check")
-    parser.add_argument("--infer", action="store_true", help="check an inference TOML instead")
-    parser.set_defaults(handler=_run_check_config)
-
-
-def _run_check_config(args: argparse.Namespace) -> int:
-    if args.infer:
-        from hamflow.config.infer_config import dump_infer_config, load_infer_config
-
-        print(dump_infer_config(load_infer_config(args.config)), end="")
-    else:
-        from hamflow.config.train_config import dump_train_config, load_train_config
-
-        print(dump_train_config(load_train_config(args.config)), end="")
-    return 0
-
-
 # -- schedule: the learning-rate schedule of a train.toml, before any GPU hour is spent -----------
 
 
@@ -197,6 +169,34 @@ def _run_schedule(args: argparse.Namespace) -> int:
     if args.plot:
         plot_schedule(report.rows, args.plot, title=f"{report.type}, {report.total_steps} steps")
         print(f"hamflow: plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+# -- check-config: validate a training (or inference) TOML and print it fully resolved -------------
+
+
+def _add_check_config(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-config",
+        help="validate a train.toml (or infer.toml) and print it fully resolved",
+        description="Validate a DeepH-pack training TOML (or, with --infer, an inference TOML) and print "
+        "the fully resolved TOML (defaults filled, aliases resolved). Exit 0 when valid; otherwise print "
+        "one line naming the key, the bad value and what is allowed, and exit 2.",
+    )
+    parser.add_argument("config", metavar="TOML", help="the TOML file to check")
+    parser.add_argument("--infer", action="store_true", help="check an inference TOML instead")
+    parser.set_defaults(handler=_run_check_config)
+
+
+def _run_check_config(args: argparse.Namespace) -> int:
+    if args.infer:
+        from hamflow.config.infer_config import dump_infer_config, load_infer_config
+
+        print(dump_infer_config(load_infer_config(args.config)), end="")
+    else:
+        from hamflow.config.train_config import dump_train_config, load_train_config
+
+        print(dump_train_config(load_train_config(args.config)), end="")
     return 0
 
 
@@ -454,16 +454,151 @@ def _run_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate: predictions against DFT files -> metrics.json and CSV tables -----------------------
+
+
+def _k_grid(text: str) -> tuple[int, int, int]:
+    """``4,4,1`` -> (4, 4, 1) (three integers >= 1)."""
+    try:
+        values = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three integers such as 4,4,1, got {text!r}") from None
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected three integers >= 1 such as 4,4,1, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare predicted H (or Rho) with DFT files: MAE per structure, element and shell pair, "
+        "eigenvalues",
+        description="Compare every PRED/<sid>/hamiltonian_pred.h5 (or density_matrix_pred.h5) with "
+        "DFT/<sid>/ (PRED/dft and DFT/dft are used when they exist). Writes OUT/metrics.json, "
+        "per_structure.csv, per_element_pair.csv, per_shell_pair.csv, eigenvalues.csv, parity.npz and "
+        "bands/<sid>.npz; errors in meV. Predictions without DFT data are listed as not compared.",
+    )
+    parser.add_argument("--dft", required=True, metavar="DFT_DIR", help="the DFT structures (holding <sid>/)")
+    parser.add_argument(
+        "--pred", required=True, metavar="PRED_DIR", help="the predictions (an infer run folder or its dft/)"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--depth", type=int, default=0, help="data_dir_depth of both trees (default 0)")
+    parser.add_argument("--target", choices=("H", "Rho"), help="what to compare (default: H if present)")
+    parser.add_argument(
+        "--gauge",
+        action="store_true",
+        help="also report the gauge-corrected error |dH - mu S|, mu = <dH,S>/<S,S> per structure (the "
+        "tables then hold the corrected errors)",
+    )
+    parser.add_argument("--no-bands", action="store_true", help="skip the eigenvalue / band errors")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=2.0,
+        help="eV around the Fermi level for near-Fermi errors (default 2)",
+    )
+    parser.add_argument(
+        "--k-grid",
+        type=_k_grid,
+        default=(4, 4, 4),
+        metavar="N1,N2,N3",
+        help="k grid for periodic structures without K_PATH (default 4,4,4)",
+    )
+    parser.add_argument(
+        "--split", metavar="SPLIT.json", help="only the structures of one part of a dataset_split.json"
+    )
+    parser.add_argument("--part", default="test", help="the part of --split to evaluate (default test)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="J", help="parallel processes (<= 0: all cores)"
+    )
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _split_ids(split_path: str | None, part: str) -> list[str] | None:
+    """The ids of one part of a dataset_split.json (None without a file)."""
+    if not split_path:
+        return None
+    import json
+
+    from hamflow.errors import ConfigError
+
+    try:
+        with open(split_path, encoding="utf-8") as handle:
+            split = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ConfigError("--split", f"= {split_path!r} cannot be read as JSON: {error}") from None
+    if not isinstance(split, dict) or not isinstance(split.get(part), list):
+        parts = ", ".join(sorted(split)) if isinstance(split, dict) else "none"
+        raise ConfigError("--part", f"= {part!r} is not a list in {split_path} (parts: {parts})")
+    return [str(sid) for sid in split[part]]
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from hamflow.infer.evaluate import evaluate_predictions
+
+    result = evaluate_predictions(
+        args.dft,
+        args.pred,
+        out_dir=args.out,
+        depth=args.depth,
+        target=args.target,
+        standardize_gauge=args.gauge,
+        bands=not args.no_bands,
+        window=args.window,
+        k_grid=args.k_grid,
+        ids=_split_ids(args.split, args.part),
+        jobs=args.jobs,
+    )
+    overall = result.summary.overall
+    unit = "meV" if result.target == "H" else "x1e-3 electrons"
+    gauge = " (gauge-corrected)" if result.standardize_gauge else ""
+    print(
+        f"{len(result.summary.structures)} structure(s), {overall.count} entries: "
+        f"MAE {overall.mae * 1000:.4g} {unit}{gauge}, max {overall.maximum * 1000:.4g} {unit}"
+    )
+    for sid, reason in result.not_compared.items():
+        print(f"hamflow: note: structure {sid} not compared: {reason}", file=sys.stderr)
+    print(f"results -> {result.out_dir}")
+    return 0
+
+
+# -- plot: PNG figures of a run directory (loss, learning rate) and of an evaluation ---------------
+
+
+def _add_plot(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="PNG figures: loss/learning-rate curves of a run, parity, element-pair heat map, bands",
+        description="Make every figure the given folders allow: from a run directory (metrics.csv) "
+        "training_curves.png; from a `hamflow evaluate` folder parity.png, element_pair_mae.png and "
+        "bands_<sid>.png for periodic structures with a K_PATH.",
+    )
+    parser.add_argument("sources", nargs="+", metavar="RUN_DIR|EVAL_DIR", help="run or evaluation folders")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNG files")
+    parser.set_defaults(handler=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from hamflow.infer.plots import plot_all
+
+    for path in plot_all(args.sources, args.out):
+        print(path)
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
-    _add_check_config,
     _add_schedule,
+    _add_check_config,
     _add_discover,
     _add_validate,
     _add_graph,
+    _add_evaluate,
+    _add_plot,
     # (each section appends its _add_<name> here)
     _add_convert,
 ]
