@@ -419,7 +419,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     cfg = load_train_config(args.config)
     if args.overrides:
         cfg = with_overrides(cfg, dict(args.overrides))
-    configure_logging(cfg.system.log_level)
+    configure_logging(None, cfg.system.log_level)
     if args.join:
         if args.shard or args.ids_from or args.reports:
             raise ConfigError(
