@@ -219,3 +219,13 @@ def test_cli_errors_are_one_line(h2o_inputs, tmp_path, capsys):
     (tmp_path / "bogus.h5").write_bytes(b"x")
     assert main(["graph", str(toml), "--join", str(tmp_path / "bogus.h5")]) == 1
     assert "bogus.h5: cannot open as HDF5" in capsys.readouterr().err
+
+
+def test_a_worker_error_reaches_the_caller_as_one_line(deeph_dock):
+    from hamflow.graph.basis import common_basis
+    from hamflow.graph.stage import build_graphs
+
+    basis = common_basis({"O": [0, 0, 1, 1, 2], "H": [0, 0, 1]})
+    ids = ["138", "missing", "282"] * 4
+    with pytest.raises(DataError, match="structure missing: .*structure folder not found"):
+        list(build_graphs(deeph_dock / "h2o", ids, basis, graph_type="HS", workers=2, progress=False))
