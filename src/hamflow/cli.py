@@ -454,6 +454,55 @@ def _run_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- infer: a trained model -> hamiltonian_pred.h5 for every structure of an infer.toml ------------
+
+
+def _add_infer(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "infer",
+        help="predict H (or Rho) with a trained model for every structure of an infer.toml",
+        description="Run a DeepH-pack infer.toml: build (or reuse) the graphs of the structures under "
+        "inputs_dir/dft (POSCAR + info.json, with overlap.h5 or not), load the [model] checkpoint, "
+        "predict, make the blocks Hermitian and write dft/<sid>/hamiltonian_pred.h5 per structure "
+        '(into the run folder, or beside the inputs with output_into = "to_input").',
+    )
+    parser.add_argument("config", metavar="INFER.toml", help="the DeepH-pack inference TOML")
+    parser.add_argument("--run-dir", help="run folder (default: <outputs_dir>/<timestamp>/)")
+    parser.add_argument(
+        "--split", metavar="SPLIT.json", help="only the structures of one part of a dataset_split.json"
+    )
+    parser.add_argument("--part", default="test", help="the part of --split to predict (default test)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a TOML key, e.g. --set model.model_dir=RUN/model (repeatable)",
+    )
+    parser.set_defaults(handler=_run_infer)
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from hamflow.config.device import configure_jax_environment
+    from hamflow.config.infer_config import load_infer_config, with_overrides
+
+    cfg = load_infer_config(args.config)
+    if args.overrides:
+        cfg = with_overrides(cfg, dict(args.overrides))
+    configure_jax_environment(cfg.system)
+    from hamflow.infer.stage import run_inference
+
+    result = run_inference(cfg, run_dir=args.run_dir, ids=_split_ids(args.split, args.part))
+    if result.only_graph:
+        print(f"graph store -> {result.graph_store} (only_save_graph: no prediction)")
+    else:
+        print(f"{len(result.predicted)} structure(s) predicted -> {result.output_dir}")
+    print(f"run folder -> {result.run_dir}")
+    return 0
+
+
 # -- evaluate: predictions against DFT files -> metrics.json and CSV tables -----------------------
 
 
@@ -597,6 +646,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_discover,
     _add_validate,
     _add_graph,
+    _add_infer,
     _add_evaluate,
     _add_plot,
     # (each section appends its _add_<name> here)

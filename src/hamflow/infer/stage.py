@@ -1,0 +1,335 @@
+"""``hamflow infer``: one inference run from a resolved InferConfig (DeepH-pack's infer.toml).
+
+Steps of :func:`run_inference`:
+1. the run folder ``<outputs_dir>/<%Y-%m-%d_%H-%M-%S>/`` (or the one given): deepx.log, infer.toml
+   (resolved), predictions.json (what was predicted, with which checkpoint, where it went);
+2. structures: every folder under ``inputs_dir/dft`` (``data_dir_depth`` levels) holding POSCAR and
+   info.json, optionally restricted to given ids; each is checked against the model (elements it was
+   trained on, the same shells per element, spinful alike);
+3. the graph store ``inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5`` (reused when its
+   fingerprint matches): structures with overlap.h5 take their edges from its atom pairs (graph_type
+   S: with the overlap values and the |S| shell mask; Sap: the pairs only); structures with only
+   POSCAR and info.json from the neighbour search within the model's ``gaussian_basis_rmax``;
+   ``only_save_graph`` stops here;
+4. the model ``[model]`` (``best``, or ``latest`` at ``load_model_epoch``), batched prediction
+   (``batch_size``, ``multi_way_jit_num`` compiled shapes, the devices of ``system.device``),
+   Hermitian symmetrisation (``target_symmetrize``), and one hamiltonian_pred.h5 (density_matrix_pred.h5
+   for a Rho model) per structure, float64 for ``float_type = "fp64"`` else float32, written atomically
+   into ``<run>/dft/<sid>/`` (``output_into = "to_output"``) or ``inputs_dir/dft/<sid>/`` ("to_input").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hamflow.atomic import atomic_write_text
+from hamflow.data.discover import discover_structures, structure_path
+from hamflow.data.info import StructureInfo, read_info
+from hamflow.data.matrix_h5 import MATRIX_FILES
+from hamflow.data.structure import INFO_FILE, POSCAR_FILE
+from hamflow.errors import DataError
+from hamflow.graph.basis import CommonBasis
+from hamflow.graph.structure_graph import StructureGraph
+from hamflow.train.saved_model import ModelSpec
+
+LOG = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.json"
+RESOLVED_TOML = "infer.toml"
+OUTPUT_FILE = {"H": MATRIX_FILES["H_pred"], "Rho": MATRIX_FILES["Rho_pred"]}
+
+
+@dataclass
+class InferResult:
+    """Where an inference run went and what it produced.
+
+    output_dir: the folder holding ``<sid>/hamiltonian_pred.h5`` (``<run>/dft`` or ``inputs_dir/dft``).
+    predicted:  structure ids written (empty with ``only_save_graph``).
+    """
+
+    run_dir: Path
+    output_dir: Path
+    graph_store: Path
+    predicted: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None
+    only_graph: bool = False
+
+
+def check_against_model(infos: dict[str, StructureInfo], spec: ModelSpec, inputs_dir: Path) -> None:
+    """DataError naming the structure when it has an element the model was not trained on, other
+    shells for an element than the model's, or a different spinful flag."""
+    known = {el: tuple(int(l) for l in ls) for el, ls in spec.elements_orbital_map.items()}
+    for sid, info in infos.items():
+        file = structure_path(inputs_dir, sid) / INFO_FILE
+        if bool(info.spinful) != bool(spec.spinful):
+            raise DataError(
+                f"spinful = {str(info.spinful).lower()}, but the model was trained on "
+                f"spinful = {str(spec.spinful).lower()} data",
+                structure=sid,
+                file=file,
+                key="spinful",
+            )
+        for element, shells in info.elements_orbital_map.items():
+            shells = tuple(int(l) for l in shells)
+            if element not in known:
+                raise DataError(
+                    f"element {element} is not among the model's elements ({', '.join(sorted(known))})",
+                    structure=sid,
+                    file=file,
+                    key="elements_orbital_map",
+                )
+            if shells != known[element]:
+                raise DataError(
+                    f"element {element} has shells {list(shells)}, the model was trained with "
+                    f"{list(known[element])}",
+                    structure=sid,
+                    file=file,
+                    key=f"elements_orbital_map.{element}",
+                )
+
+
+def _with_zero_overlap(graphs: Iterable[StructureGraph]) -> Iterator[StructureGraph]:
+    """Neighbour-search graphs in an S store: no overlap values (zeros), shape mask kept."""
+    for graph in graphs:
+        if graph.overlap is None:
+            graph.overlap = np.zeros(graph.label_mask.shape, dtype=graph.edge_vec.dtype)
+        yield graph
+
+
+def _inference_graphs(
+    inputs_dir: Path,
+    ids: Sequence[str],
+    basis: CommonBasis,
+    *,
+    graph_type: str,
+    dtype: np.dtype,
+    workers: int,
+    cutoff: float,
+) -> Iterator[StructureGraph]:
+    """Graphs of structures with overlap.h5 (graph_type), then of those without (neighbour search)."""
+    from hamflow.graph.stage import build_graphs
+
+    with_overlap = [sid for sid in ids if (structure_path(inputs_dir, sid) / MATRIX_FILES["S"]).is_file()]
+    have = set(with_overlap)
+    without = [sid for sid in ids if sid not in have]
+    common = {"dtype": dtype, "workers": workers, "neighbour_cutoff": cutoff}
+    yield from _with_zero_overlap(
+        build_graphs(inputs_dir, with_overlap, basis, graph_type=graph_type, **common)
+    )
+    if without:
+        LOG.info("%d structure(s) without overlap.h5: edges from the neighbour search", len(without))
+        graphs = build_graphs(inputs_dir, without, basis, graph_type="Sap", **common)
+        yield from (_with_zero_overlap(graphs) if graph_type == "S" else graphs)
+
+
+def inference_store(cfg: Any, ids: Sequence[str], spec: ModelSpec, *, workers: int) -> Path:
+    """Build (or reuse, when its fingerprint matches) the inference graph store; return its path."""
+    from hamflow.graph.stage import graph_dtype, structure_digest
+    from hamflow.graph.store import StoreMeta, inputs_fingerprint, read_store_meta, store_path, write_store
+
+    inputs_dir = Path(cfg.data.inputs_dir)
+    graph = cfg.data.graph
+    basis = CommonBasis(tuple(spec.shell_ls))
+    dtype = graph_dtype(cfg.system.float_type)
+    cutoff = float(spec.gaussian_basis_rmax)
+    settings = {
+        "purpose": "inference",
+        "graph_type": graph.graph_type,
+        "storage_type": graph.storage_type,
+        "basis": basis.to_string(),
+        "elements_orbital_map": {el: list(ls) for el, ls in sorted(spec.elements_orbital_map.items())},
+        "dtype": dtype.name,
+        "neighbour_cutoff": cutoff,
+        "data_dir_depth": cfg.data.dft.data_dir_depth,
+    }
+    inputs = [(sid, structure_digest(structure_path(inputs_dir, sid), graph.graph_type)) for sid in ids]
+    fingerprint = inputs_fingerprint(settings, inputs)
+    path = store_path(inputs_dir, graph.dataset_name, graph.graph_type, graph.storage_type)
+    if path.is_file():
+        try:
+            old = read_store_meta(path)
+        except DataError as error:
+            LOG.warning("rebuilding the graph store: %s", error)
+        else:
+            if old.fingerprint == fingerprint:
+                LOG.info("reusing graph store %s (%d structures)", path, len(old.ids))
+                return path
+            LOG.info("graph store %s is stale (other structures or settings): rebuilding", path)
+    meta = StoreMeta(
+        graph_type=graph.graph_type,
+        storage_type=graph.storage_type,
+        basis=basis,
+        elements_orbital_map={el: tuple(ls) for el, ls in spec.elements_orbital_map.items()},
+        spinful=bool(spec.spinful),
+        dtype=dtype.name,
+        settings=settings,
+        inputs=inputs,
+        fingerprint=fingerprint,
+    )
+    LOG.info("building graph store %s: %d structures, %d workers", path, len(ids), workers)
+    graphs = _inference_graphs(
+        inputs_dir, ids, basis, graph_type=graph.graph_type, dtype=dtype, workers=workers, cutoff=cutoff
+    )
+    try:
+        write_store(path, graphs, meta)
+    except OSError as error:
+        raise DataError(f"cannot write the graph store: {error}", file=path) from None
+    return path
+
+
+def select_ids(cfg: Any, ids: Sequence[str] | None) -> list[str]:
+    """Structure ids under inputs_dir/dft (restricted to ``ids`` when given; unknown ids are an error)."""
+    dft_dir = Path(cfg.data.inputs_dir) / "dft"
+    found = discover_structures(dft_dir, cfg.data.dft.data_dir_depth)
+    if ids is not None:
+        have = set(found)
+        unknown = [sid for sid in ids if sid not in have]
+        if unknown:
+            raise DataError(
+                f"{len(unknown)} requested structure(s) are not under {dft_dir} with {POSCAR_FILE} and "
+                f"{INFO_FILE} (first: {unknown[0]})",
+                file=dft_dir,
+            )
+        wanted = set(ids)
+        found = [sid for sid in found if sid in wanted]
+    if not found:
+        raise DataError(
+            f"no structure folders (with {POSCAR_FILE} and {INFO_FILE}) to predict, "
+            f"data_dir_depth = {cfg.data.dft.data_dir_depth}",
+            file=dft_dir,
+        )
+    return found
+
+
+def run_inference(
+    cfg: Any, *, run_dir: str | Path | None = None, ids: Sequence[str] | None = None
+) -> InferResult:
+    """Predict for every structure of ``cfg`` (a resolved InferConfig); see the module docstring.
+
+    run_dir: the run folder (default: a new ``<outputs_dir>/<timestamp>/``). ids: only these structures.
+    Call :func:`hamflow.config.device.configure_jax_environment` before JAX starts (the CLI does).
+    """
+    from hamflow.config.device import parse_device, select_jax_devices
+    from hamflow.config.infer_config import dump_infer_config
+    from hamflow.config.logging_setup import configure_logging
+    from hamflow.config.precision import apply_float_type
+    from hamflow.graph.stage import resolve_parallel_num
+    from hamflow.train.run import new_run_dir
+
+    run = Path(run_dir) if run_dir is not None else new_run_dir(cfg.data.outputs_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    handler = configure_logging(run / "deepx.log", cfg.system.log_level)
+    try:
+        atomic_write_text(run / RESOLVED_TOML, dump_infer_config(cfg))
+        policy = apply_float_type(cfg.system.float_type)
+        devices = select_jax_devices(parse_device(cfg.system.device))
+        from hamflow.infer.predict import load_model_spec
+
+        _, spec = load_model_spec(cfg.model.model_dir)
+        inputs_dir = Path(cfg.data.inputs_dir)
+        selected = select_ids(cfg, ids)
+        infos = {
+            sid: read_info(structure_path(inputs_dir, sid) / INFO_FILE, structure=sid) for sid in selected
+        }
+        check_against_model(infos, spec, inputs_dir)
+        LOG.info("hamflow infer: %d structures, run folder %s, devices %s", len(selected), run, devices)
+        workers = resolve_parallel_num(cfg.data.graph.parallel_num)
+        store_file = inference_store(cfg, selected, spec, workers=workers)
+        output_dir = run / "dft" if cfg.process.infer.output_into == "to_output" else inputs_dir / "dft"
+        result = InferResult(run_dir=run, output_dir=output_dir, graph_store=store_file)
+        if cfg.data.graph.only_save_graph:
+            LOG.info("only_save_graph = true: graph store written, no prediction")
+            result.only_graph = True
+            _write_record(run, result, spec, None)
+            return result
+        _predict_and_write(cfg, spec, store_file, output_dir, devices, policy, result)
+        _write_record(run, result, spec, result.checkpoint)
+        return result
+    finally:
+        logging.getLogger("hamflow").removeHandler(handler)
+        handler.close()
+
+
+def _predict_and_write(
+    cfg: Any,
+    spec: ModelSpec,
+    store_file: Path,
+    output_dir: Path,
+    devices: list,
+    policy: Any,
+    result: InferResult,
+) -> None:
+    from hamflow.graph.store import GraphStore
+    from hamflow.infer.predict import (
+        example_batch,
+        graph_prediction,
+        load_trained_model,
+        make_predict_fn,
+        output_dtype,
+        predict_graphs,
+        write_prediction,
+    )
+
+    store = GraphStore.open(store_file)
+    infer = cfg.process.infer
+    model = load_trained_model(
+        cfg.model.model_dir,
+        example_batch(store.get(0)),
+        load_model_type=cfg.model.load_model_type,
+        load_model_epoch=cfg.model.load_model_epoch,
+        compute_dtype=policy.compute_dtype,
+    )
+    result.checkpoint = model.checkpoint.path
+    real = np.dtype(policy.label_dtype)
+    compute = np.result_type(real, np.complex64) if spec.spinful else real
+    predict_fn = make_predict_fn(model.apply_fn, model.normaliser, spinful=spec.spinful, out_dtype=compute)
+    file_dtype = output_dtype(cfg.system.float_type, spec.spinful)
+    file_name = OUTPUT_FILE.get(spec.target_type, OUTPUT_FILE["H"])
+    started = time.perf_counter()
+    for count, (graph, blocks) in enumerate(
+        predict_graphs(
+            store,
+            predict_fn,
+            model.params,
+            batch_size=infer.dataloader.batch_size,
+            multi_way_jit_num=infer.multi_way_jit_num,
+            devices=devices,
+        ),
+        start=1,
+    ):
+        matrix = graph_prediction(
+            graph, blocks, model.basis, spec.elements_orbital_map, symmetrize=infer.target_symmetrize
+        )
+        write_prediction(output_dir / graph.sid / file_name, matrix, file_dtype)
+        result.predicted.append(graph.sid)
+        if count % 100 == 0:
+            LOG.info(
+                "%d / %d structures predicted (%.1f s)", count, len(store), time.perf_counter() - started
+            )
+    LOG.info(
+        "predicted %d structures in %.1f s -> %s/<sid>/%s",
+        len(result.predicted),
+        time.perf_counter() - started,
+        output_dir,
+        file_name,
+    )
+
+
+def _write_record(run: Path, result: InferResult, spec: ModelSpec, checkpoint: Path | None) -> None:
+    record = {
+        "target_type": spec.target_type,
+        "output_dir": str(result.output_dir),
+        "graph_store": str(result.graph_store),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "only_save_graph": result.only_graph,
+        "predicted": sorted(result.predicted),
+    }
+    atomic_write_text(run / PREDICTIONS_FILE, json.dumps(record, indent=1) + "\n")
