@@ -1,6 +1,7 @@
 """PNG figures of a training run and of an evaluation (matplotlib, Agg backend, written atomically).
 
-  training_curves.png     train / validate loss and the learning rate per epoch (a run's metrics.csv)
+  training_curves.png     train / validate loss, validation MAE and the learning rate per epoch
+                          (a run's metrics.csv)
   parity.png              predicted vs DFT matrix entries, and the distribution of |error|
   element_pair_mae.png    heat map of the MAE (meV) for each element pair (i row, j column)
   bands_<sid>.png         DFT (black) and predicted (red, dashed) bands along the K_PATH, E - E_F
@@ -64,22 +65,44 @@ def read_metrics_csv(path: str | Path) -> dict[str, np.ndarray]:
     return {name: np.array([_float(row.get(name, "")) for row in rows]) for name in rows[0]}
 
 
+def _target_type(run_dir: Path) -> str | None:
+    """``target_type`` of the run's model/model.json, or None when it cannot be read."""
+    try:
+        return str(json.loads((run_dir / "model" / "model.json").read_text(encoding="utf-8"))["target_type"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
-    """Loss (train, validate; log scale when positive) and learning rate against epoch."""
+    """Loss (train, validate; log scale when positive), validation MAE (meV for H) and learning rate
+    against epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    metrics_csv = Path(metrics_csv)
     columns = read_metrics_csv(metrics_csv)
     epoch = columns["epoch"]
-    figure = _figure(7.0, 6.0)
-    loss_axes, lr_axes = figure.subplots(2, 1, sharex=True)
+    mae = columns.get("validate_mae")
+    show_mae = mae is not None and bool(np.isfinite(mae).any())
+    figure = _figure(7.0, 8.0 if show_mae else 6.0)
+    panels = figure.subplots(3 if show_mae else 2, 1, sharex=True)
+    loss_axes, lr_axes = panels[0], panels[-1]
+    marker = "." if len(epoch) <= 60 else None
     for name, label, style in (("train_loss", "train", "-"), ("validate_loss", "validate", "--")):
         values = columns.get(name)
         if values is not None and np.isfinite(values).any():
-            loss_axes.plot(epoch, values, style, marker="." if len(epoch) <= 60 else None, label=label)
+            loss_axes.plot(epoch, values, style, marker=marker, label=label)
     finite = np.concatenate([v[np.isfinite(v)] for k, v in columns.items() if k.endswith("_loss")])
     if finite.size and (finite > 0).all():
         loss_axes.set_yscale("log")
     loss_axes.set_ylabel("loss (normalised units)")
     loss_axes.legend()
-    loss_axes.grid(True, alpha=0.3)
+    if show_mae:
+        target = _target_type(metrics_csv.parent)
+        factor, unit = (1000.0, "meV") if target in (None, "H") else (1.0, "electrons")
+        panels[1].plot(epoch, mae * factor, color="tab:purple", marker=marker)
+        if (mae[np.isfinite(mae)] > 0).all():
+            panels[1].set_yscale("log")
+        panels[1].set_ylabel(f"validate MAE ({unit})")
     rate = columns.get("learning_rate")
     if rate is not None and np.isfinite(rate).any():
         lr_axes.plot(epoch, rate, color="tab:green")
@@ -88,7 +111,9 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
             lr_axes.set_yscale("log")
     lr_axes.set_ylabel("learning rate")
     lr_axes.set_xlabel("epoch")
-    lr_axes.grid(True, alpha=0.3)
+    lr_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in panels:
+        axes.grid(True, alpha=0.3)
     return _save(figure, Path(path))
 
 
