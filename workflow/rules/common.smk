@@ -1,0 +1,264 @@
+# Configuration of the workflow: config/config.yaml checked against its schema, the train.toml resolved
+# with the run's overrides, and the paths and per-stage settings every rule file uses.
+#
+# Paths (all relative to the working directory, the repository root by default):
+#   results/data/<run>/train-<hash>.toml   the resolved train.toml every stage reads
+#   results/data/<run>/manifest.json       discovered structure ids (the discover checkpoint)
+#   results/data/<run>/dataset_split.json  train/validate/test ids
+#   results/data/<run>/parse/K-of-N.json   validation report of shard K (0-based) of N
+#   results/data/<run>/graph/K-of-N.h5     graph store of shard K
+#   results/data/<run>/graph.h5            the joined graph store
+#   results/runs/<run>.partial/            the training run while it is in progress (resumable)
+#   results/runs/<run>/                    the finished run (DeepH-pack run-directory layout)
+#   results/logs/<run>/                    one log per job
+
+import hashlib
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from hamflow.atomic import atomic_write_text
+from hamflow.config.train_config import (
+    dump_train_config,
+    load_train_config,
+    train_config_to_dict,
+    with_overrides,
+)
+from hamflow.data.discover import read_manifest
+from hamflow.errors import HamflowError
+from hamflow.graph.structure_graph import required_quantities
+
+CONFIG_SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
+
+
+def check_config(cfg, schema_path):
+    """Raise WorkflowError naming the first bad key of the pipeline config, its value and what is allowed."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path)
+    )
+    if not errors:
+        return
+    error = errors[0]
+    key = ".".join(str(part) for part in error.path) or "(top level)"
+    allowed = schema.get("properties", {}).get(
+        str(error.path[0]) if error.path else "", {}
+    )
+    hint = allowed.get("description", "")
+    value = f" = {error.instance!r}" if error.path else ""
+    raise WorkflowError(
+        f"pipeline config [{key}]{value}: {error.message}"
+        + (f" (allowed: {' '.join(hint.split())})" if hint else "")
+    )
+
+
+check_config(config, CONFIG_SCHEMA)
+validate(config, str(CONFIG_SCHEMA))  # fills the schema's defaults
+
+RUN = config["run"]
+DATA = "results/data/{run}"
+RUN_DIR = "results/runs/{run}"
+WORK_DIR = "results/runs/{run}.partial"
+
+
+wildcard_constraints:
+    # Only the configured run is built here: another run's directory (a fine-tune source) is an input.
+    run=re.escape(RUN),
+    shard=r"\d+-of-\d+",
+
+
+def finetune_overrides():
+    """train.toml keys implied by the fine-tune settings (the checkpoint kind to load)."""
+    if not config["finetune_from"]:
+        return {}
+    return {"process.train.continued.load_model_type": config["finetune_checkpoint"]}
+
+
+def resolve_train_config():
+    """The run's TrainConfig: train_toml with train_overrides (and the fine-tune keys), validated."""
+    try:
+        cfg = load_train_config(config["train_toml"])
+    except HamflowError as error:
+        raise WorkflowError(f"pipeline config [train_toml]: {error}") from None
+    overrides = {**config["train_overrides"], **finetune_overrides()}
+    try:
+        return with_overrides(cfg, overrides) if overrides else cfg
+    except HamflowError as error:
+        raise WorkflowError(f"pipeline config [train_overrides]: {error}") from None
+
+
+TRAIN_CFG = resolve_train_config()
+RESOLVED = train_config_to_dict(TRAIN_CFG)
+
+
+def check_finetune_source():
+    """A fine-tune source must not be this run's own directory (the train rule would need itself)."""
+    source = config["finetune_from"]
+    if not source:
+        return
+    own = {
+        Path(RUN_DIR.format(run=RUN)).resolve(),
+        Path(WORK_DIR.format(run=RUN)).resolve(),
+    }
+    if Path(source).resolve() in own:
+        raise WorkflowError(
+            f"pipeline config [finetune_from] = {source!r}: is the directory of run {RUN!r} itself; "
+            "fine-tune into a new run name (--config run=NEW finetune_from=...)"
+        )
+
+
+check_finetune_source()
+
+
+def pick(*dotted_keys):
+    """{dotted key: resolved value} of the given train.toml keys (a stage's rerun-relevant settings)."""
+    picked = {}
+    for dotted in dotted_keys:
+        value = RESOLVED
+        for part in dotted.split("."):
+            value = value[part]
+        picked[dotted] = value
+    return picked
+
+
+def write_resolved_toml():
+    """Write the resolved train.toml (train_toml + overrides, defaults filled) and return its path.
+
+    Written when the workflow is loaded, not by a rule: a rule upstream of the discover checkpoint
+    would hold back the whole DAG behind it whenever it reruns. The name holds a digest of the content,
+    so a run with other settings (even a dry run) never rewrites a file that running jobs read.
+    Rules read it through the RESOLVED_TOML global, not through params or input: what reruns a stage
+    is the change of one of its own settings (the params below), not any change of the file.
+    """
+    text = dump_train_config(TRAIN_CFG)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    path = Path(DATA.format(run=RUN)) / f"train-{digest}.toml"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return str(path)
+
+
+RESOLVED_TOML = write_resolved_toml()
+
+# The settings each stage depends on: a rule's params hold them, so Snakemake reruns a stage (and what
+# follows) exactly when one of its own settings changes.
+DISCOVER_SETTINGS = pick(
+    "data.inputs_dir",
+    "data.dft.data_dir_depth",
+    "system.random_seed",
+    "process.train.dataloader.train_size",
+    "process.train.dataloader.validate_size",
+    "process.train.dataloader.test_size",
+    "process.train.dataloader.dataset_split_json",
+)
+PARSE_SETTINGS = pick(
+    "data.inputs_dir",
+    "data.dft.data_dir_depth",
+    "data.dft.on_bad_structure",
+    "data.graph.graph_type",
+)
+GRAPH_SETTINGS = pick(
+    "data.inputs_dir",
+    "data.dft.data_dir_depth",
+    "data.dft.on_bad_structure",
+    "data.graph.dataset_name",
+    "data.graph.graph_type",
+    "data.graph.storage_type",
+    "data.graph.common_orbital_types",
+    "system.float_type",
+    *(
+        ["model.advanced.gaussian_basis_rmax"]
+        if TRAIN_CFG.data.graph.graph_type == "Sap"
+        else []
+    ),
+)
+# Training depends on every key except those that change neither the data nor the result.
+NOT_AFFECTING_TRAINING = (
+    "system.note",
+    "system.log_level",
+    "system.show_train_process_bar",
+    "system.jax_memory_preallocate",
+    "data.outputs_dir",
+    "data.graph.parallel_num",
+    "process.train.compilation_cache_dir",
+)
+
+
+def without(settings, dotted_keys):
+    """A deep copy of ``settings`` without the given dotted keys."""
+    copy = json.loads(json.dumps(settings))
+    for dotted in dotted_keys:
+        *parents, last = dotted.split(".")
+        table = copy
+        for part in parents:
+            table = table[part]
+        table.pop(last, None)
+    return copy
+
+
+TRAIN_SETTINGS = without(RESOLVED, NOT_AFFECTING_TRAINING)
+
+# The matrix files the parse stage requires: those the graph stage needs for this graph_type.
+PARSE_QUANTITIES = (
+    f"--quantities {','.join(required_quantities(TRAIN_CFG.data.graph.graph_type))}"
+    if required_quantities(TRAIN_CFG.data.graph.graph_type)
+    else ""
+)
+
+# Graph jobs request data.graph.parallel_num CPUs (non-positive: every core Snakemake was given).
+GRAPH_THREADS = (
+    TRAIN_CFG.data.graph.parallel_num
+    if TRAIN_CFG.data.graph.parallel_num > 0
+    else workflow.cores
+)
+
+
+def shard_names(wildcards):
+    """``K-of-N`` for every shard of the discovered structures (read after the discover checkpoint)."""
+    manifest = checkpoints.discover.get(run=wildcards.run).output.manifest
+    count = len(read_manifest(manifest).ids)
+    shards = max(1, math.ceil(count / config["shard_size"]))
+    return [f"{k}-of-{shards}" for k in range(shards)]
+
+
+def shard_arg(wildcards):
+    """The ``--shard K/N`` argument of a stage command from the ``K-of-N`` wildcard."""
+    return wildcards.shard.replace("-of-", "/")
+
+
+def train_outputs():
+    """The train rule's outputs: the checkpoints the train.toml saves, the log, metrics, done flag."""
+    outputs = {}
+    if TRAIN_CFG.data.model_save.best:
+        outputs["best"] = directory(f"{RUN_DIR}/model/params/best")
+    outputs["latest"] = directory(
+        f"{RUN_DIR}/model/params/latest"
+    )  # always saved at the end
+    outputs["log"] = f"{RUN_DIR}/deepx.log"
+    outputs["metrics"] = f"{RUN_DIR}/metrics.csv"
+    outputs["done"] = f"{RUN_DIR}/TRAINING_DONE"
+    return outputs
+
+
+def finetune_input(wildcards):
+    """The fine-tune source checkpoint (an input: a newer source reruns this run's training)."""
+    if not config["finetune_from"]:
+        return []
+    return str(
+        Path(config["finetune_from"])
+        / "model"
+        / "params"
+        / config["finetune_checkpoint"]
+    )
+
+
+def finetune_arg(wildcards):
+    source = config["finetune_from"]
+    return f"--finetune-from {shlex.quote(source)}" if source else ""

@@ -1,0 +1,35 @@
+# Graph stage: one job per shard (data.graph.parallel_num worker processes each), then one join into
+# the graph store that training reads. A change of a graph setting reruns these jobs and training,
+# not discovery or parsing.
+
+
+rule graph_shard:
+    input:
+        manifest="results/data/{run}/manifest.json",
+        report="results/data/{run}/parse/{shard}.json",
+    output:
+        "results/data/{run}/graph/{shard}.h5",
+    log:
+        "results/logs/{run}/graph/{shard}.log",
+    threads: GRAPH_THREADS
+    params:
+        settings=GRAPH_SETTINGS,
+        shard=shard_arg,
+    shell:
+        "hamflow graph {RESOLVED_TOML} --ids-from {input.manifest} --reports {input.report}"
+        " --shard {params.shard} --set data.graph.parallel_num={threads} --out {output} > {log} 2>&1"
+
+
+rule graph:
+    input:
+        lambda wildcards: expand(
+            "results/data/{run}/graph/{shard}.h5",
+            run=wildcards.run,
+            shard=shard_names(wildcards),
+        ),
+    output:
+        "results/data/{run}/graph.h5",
+    log:
+        "results/logs/{run}/graph.log",
+    shell:
+        "hamflow graph {RESOLVED_TOML} --join {input} --out {output} > {log} 2>&1"
