@@ -172,22 +172,20 @@ def main() -> None:
 
     n = len(ids)
     print("build = read files + graphs + write a disk store; stage = build_graph_store (validation included)")
-    print("CPU-s: CPU seconds of the main process + workers; ceiling: speed-up on idle cores from that")
-    print("accounting (total CPU over the busiest of main process and one worker).")
+    print("CPU-s: CPU seconds of the main process + workers (a rate that the machine's load does not")
+    print("dilute); main CPU %: the main process's share (reading results, writing the store).")
     print(
         "| workers | build s | structures/s | per process | speed-up | structures/CPU-s | main CPU % "
-        "| ceiling | peak MiB | stage s | stage structures/s | stage peak MiB |"
+        "| peak MiB | stage s | stage structures/s | stage peak MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = rows[0][1]
-    base_cpu = rows[0][2] + rows[0][3]
     for workers, build_s, parent_cpu, worker_cpu, build_peak, stage_s, stage_peak in rows:
         rate = n / build_s
         cpu = parent_cpu + worker_cpu
-        busiest = max(parent_cpu, worker_cpu / workers) if workers > 1 else cpu
         print(
             f"| {workers} | {build_s:.2f} | {rate:.0f} | {rate / workers:.0f} | {base / build_s:.2f}x "
-            f"| {n / cpu:.0f} | {100 * parent_cpu / cpu:.0f} | {base_cpu / busiest:.2f}x "
+            f"| {n / cpu:.0f} | {100 * parent_cpu / cpu:.0f} "
             f"| {build_peak / 2**20:.0f} | {stage_s:.2f} | {n / stage_s:.0f} | {stage_peak / 2**20:.0f} |"
         )
     print(f"load average during the run: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
