@@ -131,6 +131,8 @@ def test_reports_replace_validation(h2o_inputs, tmp_path):
     cfg = _config(h2o_inputs, graph_type="HS", parallel_num=1)
     path = build_graph_store(cfg, reports=[report], out=tmp_path / "r.h5", progress=False)
     assert read_store_meta(path).ids == ["1009", "138", "282"]
+    with pytest.raises(DataError, match=r"structure 1978: 1 structure\(s\) are in no validation report"):
+        build_graph_store(cfg, ids=["138", "1978"], reports=[report], out=tmp_path / "x.h5", progress=False)
 
 
 def test_spinful_dataset_at_depth_two(tmp_path):

@@ -252,10 +252,21 @@ def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: in
     policy = cfg.data.dft.on_bad_structure
     graph_type = cfg.data.graph.graph_type
     if reports:
-        report = ValidationReport.merge(reports)
+        merged = ValidationReport.merge(reports)
         wanted = set(ids)
+        unreported = [sid for sid in ids if sid not in set(merged.ok) | set(merged.bad)]
+        if unreported:
+            raise DataError(
+                f"{len(unreported)} structure(s) are in no validation report (first: {unreported[0]}); "
+                "validate them, or build without --reports",
+                structure=unreported[0],
+            )
+        report = ValidationReport(
+            ok=[sid for sid in merged.ok if sid in wanted],
+            problems=[problem for problem in merged.problems if problem.sid in wanted],
+        )
         ok = set(apply_bad_structure_policy(report, policy))
-        return [sid for sid in ids if sid in ok and sid in wanted]
+        return [sid for sid in ids if sid in ok]
     report = validate_tree(
         Path(cfg.data.inputs_dir),
         depth=cfg.data.dft.data_dir_depth,
