@@ -192,18 +192,33 @@ def plot_element_pair_heatmap(per_element_pair_csv: str | Path, path: str | Path
     return _save(figure, Path(path))
 
 
-def _path_distance(k_frac: np.ndarray, lattice: np.ndarray) -> np.ndarray:
-    """Cumulative length (1/Angstrom) along the k path; index steps when the lattice is unknown."""
-    if not np.isfinite(lattice).all():
-        return np.arange(len(k_frac), dtype=np.float64)
-    reciprocal = 2.0 * np.pi * np.linalg.inv(lattice).T
-    cartesian = k_frac @ reciprocal
-    steps = np.linalg.norm(np.diff(cartesian, axis=0), axis=1)
-    return np.concatenate([[0.0], np.cumsum(steps)])
+def path_segments(num_points: int, label_index: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) point of each K_PATH segment from its (start, end) label indices; one segment
+    over all points when there are no labels."""
+    index = [int(i) for i in label_index]
+    if len(index) < 2:
+        return [(0, num_points - 1)]
+    return [(index[k], index[k + 1]) for k in range(0, len(index) - 1, 2)]
+
+
+def path_distance(k_frac: np.ndarray, lattice: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
+    """(n_k,) position along the path (1/Angstrom; index steps when the lattice is unknown).
+
+    Inside a segment the position grows by the Cartesian length of each k step; a segment starts
+    where the previous one ended, so a jump between different k points (U|K) takes no length.
+    """
+    if np.isfinite(lattice).all():
+        cartesian = k_frac @ (2.0 * np.pi * np.linalg.inv(lattice).T)
+    else:
+        cartesian = np.arange(len(k_frac), dtype=np.float64)[:, None]
+    steps = np.concatenate([[0.0], np.linalg.norm(np.diff(cartesian, axis=0), axis=1)])
+    for first, _ in segments:
+        steps[first] = 0.0
+    return np.cumsum(steps)
 
 
 def plot_bands(bands_npz: str | Path, path: str | Path) -> Path:
-    """DFT and predicted bands along the path, energies relative to the Fermi level (eV)."""
+    """DFT and predicted bands along the path, segment by segment, energies relative to E_F (eV)."""
     with np.load(bands_npz) as data:
         sid = str(data["sid"])
         k_frac, lattice = np.asarray(data["k_frac"]), np.asarray(data["lattice"])
@@ -211,28 +226,24 @@ def plot_bands(bands_npz: str | Path, path: str | Path) -> Path:
         fermi = float(data["fermi_energy"])
         label_index, label_names = np.asarray(data["label_index"]), [str(n) for n in data["label_names"]]
     reference = 0.0 if math.isnan(fermi) else fermi
-    x = _path_distance(k_frac, lattice)
+    segments = path_segments(len(k_frac), label_index)
+    x = path_distance(k_frac, lattice, segments)
     figure = _figure(6.5, 5.0)
     axes = figure.add_subplot()
-    for band in range(dft.shape[1]):
-        axes.plot(
-            x, dft[:, band] - reference, color="black", linewidth=1.0, label="DFT" if band == 0 else None
-        )
-        axes.plot(
-            x,
-            predicted[:, band] - reference,
-            color="tab:red",
-            linestyle="--",
-            linewidth=1.0,
-            label="predicted" if band == 0 else None,
-        )
+    for number, (first, last) in enumerate(segments):
+        points = slice(first, last + 1)
+        for band in range(dft.shape[1]):
+            legend = number == 0 and band == 0
+            axes.plot(x[points], dft[points, band] - reference, color="black", linewidth=1.0,
+                      label="DFT" if legend else None)  # fmt: skip
+            axes.plot(x[points], predicted[points, band] - reference, color="tab:red", linestyle="--",
+                      linewidth=1.0, label="predicted" if legend else None)  # fmt: skip
     ticks: dict[float, str] = {}
     for index, name in zip(label_index, label_names, strict=True):
         position = float(x[int(index)])
         pretty = "Γ" if name.upper() in ("GAMMA", "G") else name
-        ticks[position] = (
-            pretty if position not in ticks or ticks[position] == pretty else f"{ticks[position]}|{pretty}"
-        )
+        known = ticks.get(position)
+        ticks[position] = pretty if known in (None, pretty) else f"{known}|{pretty}"
     for position in ticks:
         axes.axvline(position, color="grey", linewidth=0.5)
     axes.set_xticks(list(ticks), list(ticks.values()))
