@@ -170,7 +170,7 @@ def predict_graphs(
 ) -> Iterator[tuple[StructureGraph, np.ndarray]]:
     """Yield (graph, blocks (E, b, b) numpy) for every graph of ``source``, batch by batch.
 
-    A batch of ``batch_size`` graphs is split over ``devices`` (default: JAX's first device) and padded
+    A batch of ``batch_size`` graphs (at most all of them) is split over ``devices`` (default: JAX's first device) and padded
     to its bucket's shape; padding edges and filler graphs are dropped from the output.
     """
     if len(source) == 0:
@@ -179,7 +179,7 @@ def predict_graphs(
     plan = plan_buckets(
         np.asarray(source.num_nodes),
         np.asarray(source.num_edges),
-        batch_size=batch_size,
+        batch_size=min(batch_size, len(source)),
         max_buckets=multi_way_jit_num,
         num_devices=len(devices),
     )
