@@ -170,8 +170,9 @@ def predict_graphs(
 ) -> Iterator[tuple[StructureGraph, np.ndarray]]:
     """Yield (graph, blocks (E, b, b) numpy) for every graph of ``source``, batch by batch.
 
-    A batch of ``batch_size`` graphs (at most all of them) is split over ``devices`` (default: JAX's first device) and padded
-    to its bucket's shape; padding edges and filler graphs are dropped from the output.
+    A batch of ``batch_size`` graphs (at most all of them) is split over ``devices`` (default: JAX's
+    first device) and padded to its bucket's shape; padding edges and filler graphs are dropped from
+    the output.
     """
     if len(source) == 0:
         return
