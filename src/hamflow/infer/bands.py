@@ -11,8 +11,13 @@ Both spectra use the DFT overlap S(k). With the gauge correction the predicted s
 Which states are compared:
   occupied      the lowest ``occupation / 2`` states (``occupation`` states when spinful) when
                 info.json gives ``occupation``, else the states at or below ``fermi_energy_eV``;
-  near Fermi    DFT eigenvalues within +-``window`` eV of the Fermi level: ``fermi_energy_eV``, or the
-                middle of the gap between occupied and empty states when only ``occupation`` is given.
+  near Fermi    the states within ``window`` eV of the band edges: occupied states no more than
+                ``window`` below the highest occupied level (valence-band maximum / HOMO) and empty
+                states no more than ``window`` above the lowest empty one (conduction-band minimum /
+                LUMO). For a metal this is E_F +- window; for a molecule or insulator it keeps the
+                frontier states however wide the gap. Needs ``occupation`` or ``fermi_energy_eV``.
+The Fermi level reported is ``fermi_energy_eV``, or the middle of the gap when only ``occupation``
+is given.
 Energies in eV.
 """
 
@@ -50,7 +55,7 @@ class EigenvalueErrors:
     lattice:         (3, 3) rows are lattice vectors, Angstrom (for k-path distances).
 
     dft, predicted:  (n_k, n_states) ascending eigenvalues; ``predicted`` gauge-corrected (-mu).
-    occupied:        (n_k, n_states) bool; near_fermi likewise (None without a Fermi level).
+    occupied:        (n_k, n_states) bool; near_fermi likewise (None without occupation or E_F).
     fermi_energy:    eV or None. ``*_mae`` / ``*_max`` are NaN when no state qualifies.
     """
 
@@ -144,7 +149,13 @@ def eigenvalue_errors(
         occupied = dft <= fermi
     else:
         occupied = np.zeros(dft.shape, dtype=bool)
-    near = None if fermi is None else np.abs(dft - fermi) <= window
+    near = None
+    if n_occ is not None or fermi is not None:
+        near = np.zeros(dft.shape, dtype=bool)
+        if occupied.any():
+            near |= occupied & (dft >= float(dft[occupied].max()) - window)
+        if (~occupied).any():
+            near |= ~occupied & (dft <= float(dft[~occupied].min()) + window)
     return EigenvalueErrors(
         sid=structure.sid,
         k_points=k_points,
