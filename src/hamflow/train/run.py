@@ -349,6 +349,12 @@ def train(
     )
 
     tcfg = cfg.process.train
+    if cfg.data.graph.only_save_graph:
+        from hamflow.graph.stage import build_graph_store
+
+        store = build_graph_store(cfg)
+        LOG.info("only_save_graph = true: graph store %s written, no training", store)
+        return TrainResult(Path(store), 0, math.nan, "only_save_graph")
     layout = ckpt.RunLayout(Path(run_dir) if run_dir else new_run_dir(cfg.data.outputs_dir))
     layout.model.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(layout, cfg.system.log_level)
