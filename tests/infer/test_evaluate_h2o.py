@@ -8,6 +8,7 @@ because the predictions carry a constant mu S offset of 4.5-7.6 eV.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from hamflow.cli import main
+from hamflow.data.matrix_h5 import read_matrix_h5, write_matrix_h5
 from hamflow.errors import ConfigError, DataError
 from hamflow.infer.evaluate import evaluate_predictions, find_predictions
 
@@ -147,3 +149,18 @@ def test_bad_inputs_are_one_line_errors(deeph_dock: Path, tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert err.startswith("hamflow: error: ") and "none of the 6 prediction(s) has DFT data" in err
     assert err.count("\n") == 1
+
+
+def test_density_matrix_predictions(deeph_dock: Path, tmp_path: Path) -> None:
+    reference = read_matrix_h5(deeph_dock / "h2o" / "dft" / "282" / "density_matrix.h5")
+    noise = np.random.default_rng(3).uniform(-1e-3, 1e-3, reference.entries.shape)
+    write_matrix_h5(
+        tmp_path / "pred" / "282" / "density_matrix_pred.h5",
+        dataclasses.replace(reference, entries=reference.entries + noise),
+    )
+    result = evaluate_predictions(deeph_dock / "h2o", tmp_path / "pred", out_dir=tmp_path / "eval")
+    assert result.target == "Rho" and not result.eigen
+    assert result.summary.overall.mae == pytest.approx(np.abs(noise).mean(), rel=1e-9)
+    row = _rows(tmp_path / "eval" / "per_structure.csv")[0]
+    assert float(row["mae_milli"]) == pytest.approx(np.abs(noise).mean() * 1000, rel=1e-5)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["unit"] == "milli"
