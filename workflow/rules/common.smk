@@ -13,7 +13,6 @@
 #   results/logs/<run>/                    one log per job
 
 import hashlib
-import json
 import math
 import re
 import shlex
@@ -25,6 +24,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from hamflow.atomic import atomic_write_text
+from hamflow.config.schema import toml_repr
 from hamflow.config.train_config import (
     dump_train_config,
     load_train_config,
@@ -95,7 +95,6 @@ def resolve_train_config():
 
 
 TRAIN_CFG = resolve_train_config()
-RESOLVED = train_config_to_dict(TRAIN_CFG)
 
 
 def check_finetune_source():
@@ -117,15 +116,32 @@ def check_finetune_source():
 check_finetune_source()
 
 
-def pick(*dotted_keys):
-    """{dotted key: resolved value} of the given train.toml keys (a stage's rerun-relevant settings)."""
-    picked = {}
-    for dotted in dotted_keys:
-        value = RESOLVED
-        for part in dotted.split("."):
-            value = value[part]
-        picked[dotted] = value
-    return picked
+def flatten(table, prefix=""):
+    """{dotted key: value} of every leaf of a nested TOML mapping."""
+    flat = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{key}."))
+        else:
+            flat[key] = value
+    return flat
+
+
+RESOLVED = flatten(train_config_to_dict(TRAIN_CFG))
+
+
+def setting_params(dotted_keys):
+    """A rule's params for the given train.toml keys: {"data__graph__graph_type": 'data.graph.graph_type="H"'}.
+
+    One "key=value" param per key: Snakemake records a job's params as the set of their values, so
+    each value names its key (two keys changing to each other's values are still a change), a stage
+    reruns exactly when one of its own settings changes, and the rerun reason shows only those keys.
+    """
+    return {
+        key.replace(".", "__"): f"{key}={toml_repr(RESOLVED[key])}"
+        for key in dotted_keys
+    }
 
 
 def write_resolved_toml():
@@ -147,37 +163,43 @@ def write_resolved_toml():
 
 RESOLVED_TOML = write_resolved_toml()
 
-# The settings each stage depends on: a rule's params hold them, so Snakemake reruns a stage (and what
-# follows) exactly when one of its own settings changes.
-DISCOVER_SETTINGS = pick(
-    "data.inputs_dir",
-    "data.dft.data_dir_depth",
-    "system.random_seed",
-    "process.train.dataloader.train_size",
-    "process.train.dataloader.validate_size",
-    "process.train.dataloader.test_size",
-    "process.train.dataloader.dataset_split_json",
+# The settings each stage depends on (its params): a stage reruns, with what follows, exactly when one
+# of its own settings changes.
+DISCOVER_SETTINGS = setting_params(
+    [
+        "data.inputs_dir",
+        "data.dft.data_dir_depth",
+        "system.random_seed",
+        "process.train.dataloader.train_size",
+        "process.train.dataloader.validate_size",
+        "process.train.dataloader.test_size",
+        "process.train.dataloader.dataset_split_json",
+    ]
 )
-PARSE_SETTINGS = pick(
-    "data.inputs_dir",
-    "data.dft.data_dir_depth",
-    "data.dft.on_bad_structure",
-    "data.graph.graph_type",
+PARSE_SETTINGS = setting_params(
+    [
+        "data.inputs_dir",
+        "data.dft.data_dir_depth",
+        "data.dft.on_bad_structure",
+        "data.graph.graph_type",
+    ]
 )
-GRAPH_SETTINGS = pick(
-    "data.inputs_dir",
-    "data.dft.data_dir_depth",
-    "data.dft.on_bad_structure",
-    "data.graph.dataset_name",
-    "data.graph.graph_type",
-    "data.graph.storage_type",
-    "data.graph.common_orbital_types",
-    "system.float_type",
-    *(
+GRAPH_SETTINGS = setting_params(
+    [
+        "data.inputs_dir",
+        "data.dft.data_dir_depth",
+        "data.dft.on_bad_structure",
+        "data.graph.dataset_name",
+        "data.graph.graph_type",
+        "data.graph.storage_type",
+        "data.graph.common_orbital_types",
+        "system.float_type",
+    ]
+    + (
         ["model.advanced.gaussian_basis_rmax"]
         if TRAIN_CFG.data.graph.graph_type == "Sap"
         else []
-    ),
+    )
 )
 # Training depends on every key except those that change neither the data nor the result.
 NOT_AFFECTING_TRAINING = (
@@ -191,19 +213,9 @@ NOT_AFFECTING_TRAINING = (
 )
 
 
-def without(settings, dotted_keys):
-    """A deep copy of ``settings`` without the given dotted keys."""
-    copy = json.loads(json.dumps(settings))
-    for dotted in dotted_keys:
-        *parents, last = dotted.split(".")
-        table = copy
-        for part in parents:
-            table = table[part]
-        table.pop(last, None)
-    return copy
-
-
-TRAIN_SETTINGS = without(RESOLVED, NOT_AFFECTING_TRAINING)
+TRAIN_SETTINGS = setting_params(
+    [key for key in RESOLVED if key not in NOT_AFFECTING_TRAINING]
+)
 
 # The matrix files the parse stage requires: those the graph stage needs for this graph_type.
 PARSE_QUANTITIES = (

@@ -10,7 +10,7 @@ checkpoint discover:
     log:
         "results/logs/{run}/discover.log",
     params:
-        settings=DISCOVER_SETTINGS,
+        **DISCOVER_SETTINGS,
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
     shell:
         "hamflow discover {RESOLVED_TOML} --out {params.out_dir} > {log} 2>&1"
@@ -25,7 +25,7 @@ rule parse:
         "results/logs/{run}/parse/{shard}.log",
     threads: 1
     params:
-        settings=PARSE_SETTINGS,
+        **PARSE_SETTINGS,
         inputs_dir=TRAIN_CFG.data.inputs_dir,
         shard=shard_arg,
         quantities=PARSE_QUANTITIES,

@@ -13,7 +13,7 @@ rule graph_shard:
         "results/logs/{run}/graph/{shard}.log",
     threads: GRAPH_THREADS
     params:
-        settings=GRAPH_SETTINGS,
+        **GRAPH_SETTINGS,
         shard=shard_arg,
     shell:
         "hamflow graph {RESOLVED_TOML} --ids-from {input.manifest} --reports {input.report}"

@@ -21,7 +21,7 @@ rule train:
         "results/logs/{run}/train.log",
     threads: workflow.cores
     params:
-        settings=TRAIN_SETTINGS,
+        **TRAIN_SETTINGS,
         finetune=finetune_arg,
         work=WORK_DIR,
         final=RUN_DIR,
