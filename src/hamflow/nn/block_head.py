@@ -1,0 +1,214 @@
+"""The Clebsch-Gordan block head: irreps <-> (2l1+1)x(2l2+1) orbital blocks, and the whole-basis readout.
+
+Wigner-Eckart: the block of a shell pair (l1, l2) decomposes into irreps L = |l1-l2|..l1+l2 with
+
+    H[m1, m2] = sum_L sqrt(2L+1) sum_M C^{l1 l2 L}[m1, m2, M] x^L[M]
+
+(C = ``e3nn.clebsch_gordan``, Frobenius norm 1, so this map is orthogonal and its inverse is its
+transpose). Features x^L in the standard real-harmonic basis (the network feeds e3nn the (y, z, x)
+reordered vectors) give blocks in the standard DeepH m order, and D_l1(R) H D_l2(R)^T = H(R .) exactly.
+
+A common basis is ``shell_ls``: the l of every shell in order (e.g. (0, 0, 0, 1, 1, 2, 2) for s3p2d2),
+B = sum(2l+1) orbitals. Its shell pairs (a, b) are taken row-major (a over shells, then b).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from hamflow.errors import ConfigError
+from hamflow.nn.layers import regroup, regroup_index, tensor_product_mul1
+
+# Order of the spinful copies in the readout: real and imaginary part of uu, ud, du, dd.
+SPIN_COPIES = ("uu.real", "uu.imag", "ud.real", "ud.imag", "du.real", "du.imag", "dd.real", "dd.imag")
+
+
+def block_irreps(l1: int, l2: int, *, parity: bool) -> e3nn.Irreps:
+    """Irreps L = |l1-l2|..l1+l2 of a shell-pair block, parity (-1)^(l1+l2) when ``parity`` else even."""
+    p = (-1) ** (l1 + l2) if parity else 1
+    return e3nn.Irreps([(1, (L, p)) for L in range(abs(l1 - l2), l1 + l2 + 1)])
+
+
+@functools.cache
+def _cg_basis(l1: int, l2: int) -> np.ndarray:
+    """(K, 2l1+1, 2l2+1) float64 orthonormal basis: K = (2l1+1)(2l2+1) irreps components -> block."""
+    parts = [
+        np.sqrt(2 * L + 1) * np.moveaxis(np.asarray(e3nn.clebsch_gordan(l1, l2, L), np.float64), -1, 0)
+        for L in range(abs(l1 - l2), l1 + l2 + 1)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+def _check_block_irreps(irreps: e3nn.Irreps, l1: int, l2: int) -> None:
+    expected = list(range(abs(l1 - l2), l1 + l2 + 1))
+    if [mul for mul, _ in irreps] != [1] * len(expected) or list(irreps.ls) != expected:
+        raise ValueError(f"irreps {irreps} are not 1x L for L = {expected} (shell pair l1={l1}, l2={l2})")
+
+
+def irreps_to_block(x: e3nn.IrrepsArray, l1: int, l2: int) -> jnp.ndarray:
+    """Block (..., 2l1+1, 2l2+1) from irreps x (..., (2l1+1)(2l2+1)) with ls |l1-l2|..l1+l2 (mul 1 each)."""
+    _check_block_irreps(x.irreps, l1, l2)
+    basis = jnp.asarray(_cg_basis(l1, l2), dtype=x.array.dtype)
+    return jnp.einsum("...k,kij->...ij", x.array, basis)
+
+
+def block_to_irreps(block: jnp.ndarray, l1: int, l2: int, *, parity: bool = True) -> e3nn.IrrepsArray:
+    """Irreps (..., (2l1+1)(2l2+1)) of a block (..., 2l1+1, 2l2+1); the inverse of irreps_to_block.
+
+    ``parity`` only labels the result (parity (-1)^(l1+l2) or even); the numbers do not depend on it.
+    """
+    block = jnp.asarray(block)
+    if block.shape[-2:] != (2 * l1 + 1, 2 * l2 + 1):
+        raise ValueError(f"block shape {block.shape} does not end in ({2 * l1 + 1}, {2 * l2 + 1})")
+    basis = jnp.asarray(_cg_basis(l1, l2), dtype=block.dtype)
+    return e3nn.IrrepsArray(block_irreps(l1, l2, parity=parity), jnp.einsum("...ij,kij->...k", block, basis))
+
+
+def output_irreps(shell_ls: Sequence[int], *, parity: bool) -> e3nn.Irreps:
+    """Irreps of all shell-pair blocks of the basis, pairs row-major; total dimension B * B."""
+    return e3nn.Irreps(
+        [mul_ir for la in shell_ls for lb in shell_ls for mul_ir in block_irreps(la, lb, parity=parity)]
+    )
+
+
+@functools.cache
+def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[list[tuple[int, int, np.ndarray]], np.ndarray]:
+    """Per (l1, l2) type: (l1, l2, gather index (pairs, K) into x); and the permutation to (B*B,).
+
+    Blocks of one type are produced by one einsum; their concatenation (types in order, each flattened
+    pair-major, row-major inside a block) is permuted by the returned index into the row-major (B, B).
+    """
+    shell_offsets = np.concatenate([[0], np.cumsum([2 * l + 1 for l in shell_ls])]).astype(int)
+    size = int(shell_offsets[-1])
+    by_type: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    x_offset = 0
+    for a, la in enumerate(shell_ls):
+        for b, lb in enumerate(shell_ls):
+            by_type.setdefault((la, lb), []).append((x_offset, a, b))
+            x_offset += (2 * la + 1) * (2 * lb + 1)
+    plan = []
+    permutation = np.empty(size * size, dtype=np.int64)
+    position = 0
+    for (la, lb), pairs in by_type.items():
+        dim = (2 * la + 1) * (2 * lb + 1)
+        gather = np.array([np.arange(off, off + dim) for off, _, _ in pairs], dtype=np.int64)
+        plan.append((la, lb, gather))
+        for _, a, b in pairs:
+            rows = shell_offsets[a] + np.arange(2 * la + 1)
+            cols = shell_offsets[b] + np.arange(2 * lb + 1)
+            targets = (rows[:, None] * size + cols[None, :]).ravel()
+            permutation[targets] = position + np.arange(dim)
+            position += dim
+    return plan, permutation
+
+
+def assemble_blocks(x: e3nn.IrrepsArray, shell_ls: Sequence[int]) -> jnp.ndarray:
+    """The (..., B, B) block in the common basis from x (..., B*B) with irreps output_irreps(shell_ls)."""
+    shell_ls = tuple(int(l) for l in shell_ls)
+    expected = output_irreps(shell_ls, parity=False)
+    if list(x.irreps.ls) != list(expected.ls) or x.irreps.dim != expected.dim:
+        raise ValueError(f"irreps {x.irreps} do not match output_irreps of shells {shell_ls}")
+    plan, permutation = _assembly_plan(shell_ls)
+    size = sum(2 * l + 1 for l in shell_ls)
+    pieces = []
+    for la, lb, gather in plan:
+        chunk = x.array[..., gather]
+        basis = jnp.asarray(_cg_basis(la, lb), dtype=x.array.dtype)
+        pieces.append(jnp.einsum("...pk,kij->...pij", chunk, basis).reshape(*x.shape[:-1], -1))
+    flat = jnp.concatenate(pieces, axis=-1)[..., permutation]
+    return flat.reshape(*x.shape[:-1], size, size)
+
+
+def assemble_spinful_blocks(x: e3nn.IrrepsArray, shell_ls: Sequence[int]) -> jnp.ndarray:
+    """Complex (..., 2B, 2B) block [[uu, ud], [du, dd]] from x (..., 8, B*B), copies in SPIN_COPIES order.
+
+    Each spin sub-block is an independent orbital block (spin treated as invariant: no spin-orbit
+    coupling covariance). complex64 for float32 input, complex128 for float64.
+    """
+    if x.shape[-2] != len(SPIN_COPIES):
+        raise ValueError(f"spinful readout needs {len(SPIN_COPIES)} copies on axis -2, got {x.shape}")
+    real = assemble_blocks(x, shell_ls)
+    if real.dtype not in (jnp.float32, jnp.float64):
+        real = real.astype(jnp.float32)
+    sub = real[..., 0::2, :, :] + 1j * real[..., 1::2, :, :]
+    top = jnp.concatenate([sub[..., 0, :, :], sub[..., 1, :, :]], axis=-1)
+    bottom = jnp.concatenate([sub[..., 2, :, :], sub[..., 3, :, :]], axis=-1)
+    return jnp.concatenate([top, bottom], axis=-2)
+
+
+def _readout_vector_irreps(features: e3nn.Irreps) -> list[e3nn.Irrep]:
+    """The irreps of lowest l > 0 among the features (usually 1o and/or 1e); [] when all are scalars."""
+    nonscalar = [ir for _, ir in features if ir.l > 0]
+    if not nonscalar:
+        return []
+    lowest = min(ir.l for ir in nonscalar)
+    return sorted({ir for ir in nonscalar if ir.l == lowest})
+
+
+def check_readout_reachable(net_irreps: e3nn.Irreps, shell_ls: Sequence[int], *, parity: bool) -> None:
+    """Raise ConfigError when the readout cannot form every irrep that the basis's blocks need.
+
+    Available: the feature irreps and their products with the lowest non-scalar irreps (see BlockReadout).
+    """
+    distinct = sorted({ir for _, ir in net_irreps})
+    vectors = _readout_vector_irreps(e3nn.Irreps(net_irreps))
+    available = set(distinct) | {out for ir in distinct for v in vectors for out in ir * v}
+    needed = {ir for _, ir in output_irreps(shell_ls, parity=parity)}
+    missing = sorted(needed - available)
+    if missing:
+        shown = "+".join(str(ir) for ir in missing)
+        raise ConfigError(
+            "model.advanced.net_irreps",
+            f"= '{net_irreps}' cannot produce the irreps {shown} that the orbital basis "
+            f"(shell l values {list(shell_ls)}) needs; add higher l or the missing parities",
+        )
+
+
+class BlockReadout(nn.Module):
+    """Features -> orbital blocks of the common basis, through a self-interaction and the CG head.
+
+    y = Linear([f, a (x) v]) with a (x) v a channel-wise tensor product (``tp_channels`` channels) of a
+    linear projection a of the features with one v of their lowest non-scalar irreps (usually 1o); it
+    supplies irreps the features lack (e.g. 1e from 1o x 1o, 2o from 2e x 1o).
+    Returns (M, B, B) real, or (M, 2B, 2B) complex [[uu, ud], [du, dd]] when ``spinful``.
+    """
+
+    shell_ls: tuple[int, ...]
+    parity: bool
+    spinful: bool = False
+    tp_channels: int = 8
+
+    @nn.compact
+    def __call__(self, features: e3nn.IrrepsArray) -> jnp.ndarray:
+        target = output_irreps(self.shell_ls, parity=self.parity)
+        needed = e3nn.Irreps([(1, ir) for ir in sorted({ir for _, ir in target})])
+        k = self.tp_channels
+        parts = [features]
+        vectors = _readout_vector_irreps(features.irreps)
+        if vectors:
+            distinct = e3nn.Irreps([(k, ir) for ir in sorted({ir for _, ir in features.irreps})])
+            left = e3nn.flax.Linear(distinct, force_irreps_out=True, name="left")(features).mul_to_axis(k)
+            right_irreps = e3nn.Irreps([(k, ir) for ir in vectors])
+            right = e3nn.flax.Linear(right_irreps, force_irreps_out=True, name="right")(features)
+            parts.append(tensor_product_mul1(left, right.mul_to_axis(k), needed).axis_to_mul())
+        mixed = regroup(e3nn.concatenate(parts))
+        copies = len(SPIN_COPIES) if self.spinful else 1
+        sorted_target, index = regroup_index(target)
+        wide = e3nn.Irreps([(copies * mul, ir) for mul, ir in sorted_target])
+        out = e3nn.flax.Linear(wide, force_irreps_out=True, name="out")(mixed)
+        per_copy = [
+            (jnp.zeros((*out.shape[:-1], mul, ir.dim), out.dtype) if chunk is None else chunk).reshape(
+                *out.shape[:-1], copies, -1
+            )
+            for (mul, ir), chunk in zip(out.irreps, out.chunks, strict=True)
+        ]
+        stacked = jnp.concatenate(per_copy, axis=-1)[..., index]
+        if not self.spinful:
+            return assemble_blocks(e3nn.IrrepsArray(target, stacked[..., 0, :]), self.shell_ls)
+        return assemble_spinful_blocks(e3nn.IrrepsArray(target, stacked), self.shell_ls)

@@ -1,0 +1,156 @@
+"""build_model: the Hamiltonian network for a net_type, its CG block readout, and parameter counting.
+
+The module maps a GraphBatch to one orbital block per edge e = (R, i, j) in the common basis:
+(E, B, B) real, or (E, 2B, 2B) complex [[uu, ud], [du, dd]] for spinful data. On-site edges read their
+block from the node features of atom i, off-site edges from their edge features, through two readouts
+of the same kind (hamflow.nn.block_head.BlockReadout). Padding edges give zero blocks.
+Parameters are stored in float32; ``dtype`` is the compute dtype (float32, float64 or bfloat16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hamflow.errors import ConfigError
+from hamflow.graph.batch import GraphBatch
+from hamflow.nn.block_head import BlockReadout, check_readout_reachable
+from hamflow.nn.eagle import Eagle
+from hamflow.nn.sparrow import Sparrow
+
+NET_TYPE_ALIASES = {"sparrow": "sparrow", "normal": "sparrow", "eagle": "eagle", "accurate": "eagle"}
+
+
+class HamiltonianNetwork(nn.Module):
+    """Backbone features -> per-edge orbital blocks (on-site from nodes, off-site from edges)."""
+
+    backbone: nn.Module
+    shell_ls: tuple[int, ...]
+    parity: bool
+    spinful: bool = False
+
+    @nn.compact
+    def __call__(self, batch: GraphBatch) -> jnp.ndarray:
+        nodes, edges = self.backbone(batch)
+        head = {"shell_ls": self.shell_ls, "parity": self.parity, "spinful": self.spinful}
+        onsite_blocks = BlockReadout(**head, name="onsite_head")(nodes)
+        offsite_blocks = BlockReadout(**head, name="offsite_head")(edges)
+        onsite = jnp.asarray(batch.edge_onsite)[:, None, None]
+        blocks = jnp.where(onsite, onsite_blocks[jnp.asarray(batch.edge_src)], offsite_blocks)
+        return jnp.where(jnp.asarray(batch.edge_mask)[:, None, None], blocks, 0)
+
+
+def _cast_floats(dtype: Any):
+    def cast(tree):
+        return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+    return cast
+
+
+def parse_net_irreps(net_irreps: str, *, consider_parity: bool, net_type: str) -> e3nn.Irreps:
+    """The regrouped e3nn.Irreps of ``net_irreps``; ConfigError for bad syntax or forbidden parities."""
+    key = "model.advanced.net_irreps"
+    try:
+        irreps = e3nn.Irreps(net_irreps).regroup()
+    except (ValueError, AssertionError) as error:
+        raise ConfigError(
+            key, f"= {net_irreps!r} is not an irreps string like '32x0e+16x1o+8x2e' ({error})"
+        ) from None
+    if irreps.dim == 0 or irreps.filter(keep=["0e"]).dim == 0:
+        raise ConfigError(key, f"= {net_irreps!r} needs at least one even scalar (0e) channel")
+    odd = [str(ir) for _, ir in irreps if ir.p == -1]
+    if odd and not consider_parity:
+        raise ConfigError(
+            key,
+            f"= {net_irreps!r} has odd-parity irreps ({'+'.join(odd)}); with consider_parity = false "
+            f"({net_type}) every irrep must be even (e.g. '64x0e+32x1e+16x2e')",
+        )
+    return irreps
+
+
+def build_model(
+    net_type: str,
+    shell_ls: Sequence[int],
+    *,
+    net_irreps: str,
+    num_blocks: int,
+    gaussian_basis_rmax: float,
+    consider_parity: bool,
+    spinful: bool = False,
+    dtype: Any = jnp.float32,
+) -> nn.Module:
+    """The network for ``net_type`` (sparrow/normal, eagle/accurate) over the common basis ``shell_ls``.
+
+    ``module.apply(params, batch)`` returns (E, B, B) real blocks (eV for H), or (E, 2B, 2B) complex
+    when ``spinful``. Initialise with ``jax.jit(module.init)(key, batch)``; params are float32 whatever
+    the compute ``dtype``. Raises ConfigError for an unknown net_type, eagle with consider_parity,
+    odd irreps without parity, a non-positive num_blocks or rmax, or irreps that cannot form the blocks.
+    """
+    kind = NET_TYPE_ALIASES.get(net_type)
+    if kind is None:
+        raise ConfigError("model.net_type", f"= {net_type!r}; allowed: {', '.join(NET_TYPE_ALIASES)}")
+    if kind == "eagle" and consider_parity:
+        raise ConfigError(
+            "model.advanced.consider_parity", f"= true is not allowed with net_type = {net_type!r}; set false"
+        )
+    if int(num_blocks) < 1:
+        raise ConfigError("model.advanced.num_blocks", f"= {num_blocks!r}; must be >= 1")
+    if not float(gaussian_basis_rmax) > 0:
+        raise ConfigError(
+            "model.advanced.gaussian_basis_rmax", f"= {gaussian_basis_rmax!r}; must be > 0 Angstrom"
+        )
+    shells = tuple(int(l) for l in shell_ls)
+    if not shells or any(l < 0 for l in shells):
+        raise ConfigError(
+            "data.graph.common_orbital_types", f"= {list(shell_ls)!r}; needs shells with l >= 0"
+        )
+    irreps = parse_net_irreps(net_irreps, consider_parity=consider_parity, net_type=net_type)
+    check_readout_reachable(irreps, shells, parity=consider_parity)
+
+    backbone_class = Sparrow if kind == "sparrow" else Eagle
+    backbone = backbone_class(
+        irreps=str(irreps),
+        num_blocks=int(num_blocks),
+        rmax=float(gaussian_basis_rmax),
+        parity=bool(consider_parity),
+        dtype=dtype,
+    )
+    network = nn.map_variables(
+        HamiltonianNetwork,
+        "params",
+        trans_in_fn=_cast_floats(dtype),
+        trans_out_fn=_cast_floats(jnp.float32),
+        init=True,
+        mutable=True,
+    )
+    return network(backbone=backbone, shell_ls=shells, parity=bool(consider_parity), spinful=bool(spinful))
+
+
+def init_params(module: nn.Module, batch: GraphBatch, seed: int) -> Any:
+    """Initial float32 params of ``module`` for ``batch``'s shapes, drawn on the host (no XLA compile).
+
+    Same distribution as ``jax.jit(module.init)``: every layer here and in e3nn-jax (e3nn's default
+    "path" gradient normalisation) draws its weights N(0, 1) and scales by the fan-in in the forward
+    pass, and its biases are zero. Only the shapes are traced (jax.eval_shape), so this takes seconds
+    where compiling the initialisers takes a minute on a CPU. Deterministic for a given ``seed``.
+    """
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), batch)
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf: jax.ShapeDtypeStruct) -> jnp.ndarray:
+        if len(leaf.shape) < 2:
+            return jnp.zeros(leaf.shape, jnp.float32)
+        return jnp.asarray(rng.standard_normal(leaf.shape), dtype=jnp.float32)
+
+    return jax.tree.map(draw, shapes)
+
+
+def count_parameters(params: Any) -> int:
+    """Number of scalar parameters in a params pytree (arrays or jax.ShapeDtypeStruct leaves)."""
+    return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params)))

@@ -1,0 +1,53 @@
+"""Wigner D matrices of the real spherical harmonics in the standard (DeepH) m order, in float64 numpy.
+
+The standard order inside a shell of angular momentum l is m = -l..l of the real spherical harmonics
+(p: y, z, x; d: xy, yz, z^2, xz, x^2-y^2). e3nn-jax orders its real harmonics with y as the polar axis;
+the two agree when e3nn is fed the permuted vector P r = (y, z, x), so the standard D of a rotation R is
+e3nn's D of P R P^T. These matrices serve the tests (rotate predicted blocks) and data augmentation.
+They are computed with numpy/scipy in float64 whatever JAX's precision setting is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import e3nn_jax as e3nn
+import numpy as np
+import scipy.linalg
+from scipy.spatial.transform import Rotation
+
+# Row k of the permutation picks Cartesian component k of the e3nn vector: (x, y, z) -> (y, z, x).
+STANDARD_TO_E3NN_AXES = (1, 2, 0)
+_PERMUTATION = np.eye(3)[list(STANDARD_TO_E3NN_AXES)]
+
+
+@functools.cache
+def _e3nn_generators(l: int) -> np.ndarray:
+    """e3nn's real generators of SO(3) for degree l, shape (3, 2l+1, 2l+1), float64."""
+    return np.asarray(e3nn.generators(l), dtype=np.float64)
+
+
+def wigner_d_standard(l: int, rotation: np.ndarray) -> np.ndarray:
+    """The (2l+1, 2l+1) matrix D with Y_l(R v) = D(R) Y_l(v) for the standard-order real harmonics.
+
+    rotation: (3, 3) orthogonal matrix acting on Cartesian (x, y, z) column vectors; an improper one
+    (det = -1) includes the parity factor (-1)^l, as orbitals of angular momentum l carry.
+    """
+    rotation = np.asarray(rotation, dtype=np.float64)
+    if rotation.shape != (3, 3):
+        raise ValueError(f"rotation must be a (3, 3) matrix, got shape {rotation.shape}")
+    det = float(np.sign(np.linalg.det(rotation)))
+    proper = det * rotation
+    rotvec = Rotation.from_matrix(_PERMUTATION @ proper @ _PERMUTATION.T).as_rotvec()
+    generator = np.einsum("a,aij->ij", rotvec, _e3nn_generators(l))
+    return det**l * scipy.linalg.expm(generator)
+
+
+def basis_rotation(shell_ls: Sequence[int], rotation: np.ndarray) -> np.ndarray:
+    """(B, B) block-diagonal matrix of wigner_d_standard(l, rotation) for every shell, B = sum(2l+1).
+
+    A Hamiltonian block H_ij in this orbital basis rotates as D H_ij D^T.
+    """
+    blocks = [wigner_d_standard(l, rotation) for l in shell_ls]
+    return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
