@@ -453,11 +453,12 @@ def train(
         )
 
         # ---- parameters, normaliser, optimizer state
-        rng = jax.random.PRNGKey(cfg.system.random_seed)
+        from hamflow.nn.model import init_params
+
         example = train_batcher.host_batch(0, plan.groups[0][: min(bs, len(plan.groups[0]))])
         one_share = jax.tree_util.tree_map(lambda x: x[0], example)
         t0 = time.perf_counter()
-        params = jax.jit(model.init)(rng, one_share)["params"]
+        params = init_params(model, one_share, cfg.system.random_seed)["params"]
         LOG.info(
             "model %s: %d parameters (init %.1f s)", spec.net_type, _count(params), time.perf_counter() - t0
         )
