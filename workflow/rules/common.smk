@@ -224,12 +224,32 @@ PARSE_QUANTITIES = (
     else ""
 )
 
-# Graph jobs request data.graph.parallel_num CPUs (non-positive: every core Snakemake was given).
+
+
+def all_cores():
+    """Cores of a job that uses all it may: --cores.
+
+    Locally that is the machine (profiles/local: cores: all). On a cluster --cores limits nothing
+    else: it is the CPUs such a job requests (profiles/slurm: cores), and every job is started with
+    the same value, so the threads a job was submitted with and those it runs with agree.
+    """
+    try:
+        return workflow.cores
+    except WorkflowError:
+        raise WorkflowError(
+            "--cores is not set: on a cluster it is the number of CPUs requested by the jobs that use "
+            "all cores (graph jobs when data.graph.parallel_num <= 0, and training); profiles/slurm "
+            "sets it (`cores:`), or give --cores N"
+        ) from None
+
+
+# Graph jobs request data.graph.parallel_num CPUs (non-positive: all_cores()); training all_cores().
 GRAPH_THREADS = (
     TRAIN_CFG.data.graph.parallel_num
     if TRAIN_CFG.data.graph.parallel_num > 0
-    else workflow.cores
+    else all_cores()
 )
+TRAIN_THREADS = all_cores()
 
 
 def shard_names(wildcards):

@@ -19,7 +19,7 @@ rule train:
         **train_outputs(),
     log:
         "results/logs/{run}/train.log",
-    threads: workflow.cores
+    threads: TRAIN_THREADS
     params:
         **TRAIN_SETTINGS,
         finetune=finetune_arg,
