@@ -1,8 +1,8 @@
 """The whole workflow on a real SLURM cluster: ``--executor slurm`` with profiles/slurm-test.
 
-The demo subset of the workflow tests (10 H2O molecules in 2 shards, tiny model, 2 epochs) runs through the local
-one-node cluster of scripts/slurm/start_cluster.sh: data stages land on partition ``cpu``, training on
-partition ``gpu`` with one (fake) GPU allocated, and the run directory is complete at the end.
+The demo subset of the workflow tests (10 H2O molecules in 2 shards, tiny model, 2 epochs) runs through
+the local one-node cluster of scripts/slurm/start_cluster.sh: data stages land on partition ``cpu``,
+training on partition ``gpu`` with one (fake) GPU allocated, and the run directory is complete at the end.
 """
 
 from __future__ import annotations
