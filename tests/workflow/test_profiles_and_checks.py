@@ -108,13 +108,10 @@ def test_bad_config_value_names_the_key(
     assert message in result.stdout + result.stderr
 
 
-def test_lint_reports_only_the_justified_findings() -> None:
+def test_lint_reports_only_the_justified_findings(new_workflow: Callable[[], Workflow]) -> None:
+    workflow = new_workflow()
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=workflow.root, capture_output=True, text=True
     )
     output = result.stdout + result.stderr
     findings = {

@@ -225,7 +225,6 @@ PARSE_QUANTITIES = (
 )
 
 
-
 def all_cores():
     """Cores of a job that uses all it may: --cores.
 
