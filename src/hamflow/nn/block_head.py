@@ -81,6 +81,9 @@ def output_irreps(shell_ls: Sequence[int], *, parity: bool) -> e3nn.Irreps:
 def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[list[tuple[int, int, np.ndarray]], np.ndarray]:
     """Per (l1, l2) type: (l1, l2, gather index (pairs, K) into x); and the permutation to (B*B,).
 
+    Cached index arrays are int32: JAX keeps the converted constant of a cached int64 numpy index
+    and then fails when jax_enable_x64 is switched between traces.
+
     Blocks of one type are produced by one einsum; their concatenation (types in order, each flattened
     pair-major, row-major inside a block) is permuted by the returned index into the row-major (B, B).
     """
@@ -93,11 +96,11 @@ def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[list[tuple[int, int, np.n
             by_type.setdefault((la, lb), []).append((x_offset, a, b))
             x_offset += (2 * la + 1) * (2 * lb + 1)
     plan = []
-    permutation = np.empty(size * size, dtype=np.int64)
+    permutation = np.empty(size * size, dtype=np.int32)
     position = 0
     for (la, lb), pairs in by_type.items():
         dim = (2 * la + 1) * (2 * lb + 1)
-        gather = np.array([np.arange(off, off + dim) for off, _, _ in pairs], dtype=np.int64)
+        gather = np.array([np.arange(off, off + dim) for off, _, _ in pairs], dtype=np.int32)
         plan.append((la, lb, gather))
         for _, a, b in pairs:
             rows = shell_offsets[a] + np.arange(2 * la + 1)

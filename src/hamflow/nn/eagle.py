@@ -60,7 +60,10 @@ def rotate(x: e3nn.IrrepsArray, wigners: list[jnp.ndarray], *, inverse: bool) ->
 
 @functools.cache
 def _m_indices(irreps: e3nn.Irreps) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For m = 0..lmax: flat indices of components (channel, l >= m) at +m and at -m (both m for m = 0)."""
+    """For m = 0..lmax: flat indices of components (channel, l >= m) at +m and at -m (both m for m = 0).
+
+    int32, since the result is cached (see hamflow.nn.block_head._assembly_plan).
+    """
     per_m: list[tuple[list[int], list[int]]] = [([], []) for _ in range(irreps.lmax + 1)]
     offset = 0
     for mul, ir in irreps:
@@ -70,7 +73,7 @@ def _m_indices(irreps: e3nn.Irreps) -> list[tuple[np.ndarray, np.ndarray]]:
                 per_m[m][0].append(base + m)
                 per_m[m][1].append(base - m)
         offset += mul * ir.dim
-    return [(np.array(plus, dtype=np.int64), np.array(minus, dtype=np.int64)) for plus, minus in per_m]
+    return [(np.array(plus, dtype=np.int32), np.array(minus, dtype=np.int32)) for plus, minus in per_m]
 
 
 class SO2Linear(nn.Module):

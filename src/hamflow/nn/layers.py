@@ -141,20 +141,22 @@ def _product_plan(irreps_x: e3nn.Irreps, irreps_y: e3nn.Irreps, allowed: frozens
             paths.append(np.full(mul * ir_out.dim, path_id))
             k_offset += ir_out.dim
         if chunk_paths:
-            chunk_plans.append((index, cg, np.concatenate(order)))
+            chunk_plans.append((index, cg, np.concatenate(order).astype(np.int32)))
         channel_start += mul
     unsorted = e3nn.Irreps(out_irreps)
     sorted_irreps, index = regroup_index(unsorted)
     inverse = np.empty_like(index)
     inverse[index] = np.arange(len(index))
     empty = np.zeros(0, dtype=np.int64)
+    # int32 indices: these arrays are cached, and JAX keeps the converted constant of a cached int64
+    # index, which then fails when jax_enable_x64 is switched between traces.
     layout = ProductLayout(
         irreps_out=sorted_irreps,
-        channel=(np.concatenate(channels) if channels else empty)[inverse],
-        path=(np.concatenate(paths) if paths else empty)[inverse],
+        channel=(np.concatenate(channels) if channels else empty)[inverse].astype(np.int32),
+        path=(np.concatenate(paths) if paths else empty)[inverse].astype(np.int32),
         path_types=tuple(path_types),
     )
-    return chunk_plans, layout, inverse
+    return chunk_plans, layout, inverse.astype(np.int32)
 
 
 def _allowed(irreps_x: e3nn.Irreps, irreps_y: e3nn.Irreps, filter_ir_out) -> frozenset:

@@ -51,3 +51,18 @@ def basis_rotation(shell_ls: Sequence[int], rotation: np.ndarray) -> np.ndarray:
     """
     blocks = [wigner_d_standard(l, rotation) for l in shell_ls]
     return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
+
+
+def irreps_rotation(irreps: e3nn.Irreps | str, rotation: np.ndarray) -> np.ndarray:
+    """(dim, dim) block-diagonal D of features with these irreps in the standard-harmonic basis.
+
+    Irrep (l, p) gets wigner_d_standard of the proper part of ``rotation``, times p for an improper
+    ``rotation`` (det = -1); so natural-parity irreps (p = (-1)^l) rotate like orbitals of that l.
+    """
+    rotation = np.asarray(rotation, dtype=np.float64)
+    det = float(np.sign(np.linalg.det(rotation)))
+    blocks = []
+    for mul, ir in e3nn.Irreps(irreps):
+        d = wigner_d_standard(ir.l, det * rotation) * (ir.p if det < 0 else 1)
+        blocks.extend([d] * mul)
+    return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
