@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hamflow.errors import ConfigError
-from hamflow.nn.layers import regroup, regroup_index, tensor_product_mul1
+from hamflow.nn.layers import permute_last, regroup, regroup_index, tensor_product_mul1
 
 # Order of the spinful copies in the readout: real and imaginary part of uu, ud, du, dd.
 SPIN_COPIES = ("uu.real", "uu.imag", "ud.real", "ud.imag", "du.real", "du.imag", "dd.real", "dd.imag")
@@ -78,14 +78,13 @@ def output_irreps(shell_ls: Sequence[int], *, parity: bool) -> e3nn.Irreps:
 
 
 @functools.cache
-def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[list[tuple[int, int, np.ndarray]], np.ndarray]:
-    """Per (l1, l2) type: (l1, l2, gather index (pairs, K) into x); and the permutation to (B*B,).
-
-    Cached index arrays are int32: JAX keeps the converted constant of a cached int64 numpy index
-    and then fails when jax_enable_x64 is switched between traces.
+def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[np.ndarray, list[tuple[int, int, int]], np.ndarray]:
+    """Permutation of x to (l1, l2)-type-major order, the types (l1, l2, pairs), and the permutation
+    from the stacked blocks to the row-major (B, B).
 
     Blocks of one type are produced by one einsum; their concatenation (types in order, each flattened
-    pair-major, row-major inside a block) is permuted by the returned index into the row-major (B, B).
+    pair-major, row-major inside a block) is permuted into the row-major (B, B). Both are permutations
+    (see hamflow.nn.layers.permute_last); cached indices are int32.
     """
     shell_offsets = np.concatenate([[0], np.cumsum([2 * l + 1 for l in shell_ls])]).astype(int)
     size = int(shell_offsets[-1])
@@ -95,20 +94,19 @@ def _assembly_plan(shell_ls: tuple[int, ...]) -> tuple[list[tuple[int, int, np.n
         for b, lb in enumerate(shell_ls):
             by_type.setdefault((la, lb), []).append((x_offset, a, b))
             x_offset += (2 * la + 1) * (2 * lb + 1)
-    plan = []
-    permutation = np.empty(size * size, dtype=np.int32)
+    types, to_types = [], []
+    to_blocks = np.empty(size * size, dtype=np.int32)
     position = 0
     for (la, lb), pairs in by_type.items():
         dim = (2 * la + 1) * (2 * lb + 1)
-        gather = np.array([np.arange(off, off + dim) for off, _, _ in pairs], dtype=np.int32)
-        plan.append((la, lb, gather))
-        for _, a, b in pairs:
+        types.append((la, lb, len(pairs)))
+        for offset, a, b in pairs:
+            to_types.append(np.arange(offset, offset + dim))
             rows = shell_offsets[a] + np.arange(2 * la + 1)
             cols = shell_offsets[b] + np.arange(2 * lb + 1)
-            targets = (rows[:, None] * size + cols[None, :]).ravel()
-            permutation[targets] = position + np.arange(dim)
+            to_blocks[(rows[:, None] * size + cols[None, :]).ravel()] = position + np.arange(dim)
             position += dim
-    return plan, permutation
+    return np.concatenate(to_types).astype(np.int32), types, to_blocks
 
 
 def assemble_blocks(x: e3nn.IrrepsArray, shell_ls: Sequence[int]) -> jnp.ndarray:
@@ -117,14 +115,17 @@ def assemble_blocks(x: e3nn.IrrepsArray, shell_ls: Sequence[int]) -> jnp.ndarray
     expected = output_irreps(shell_ls, parity=False)
     if list(x.irreps.ls) != list(expected.ls) or x.irreps.dim != expected.dim:
         raise ValueError(f"irreps {x.irreps} do not match output_irreps of shells {shell_ls}")
-    plan, permutation = _assembly_plan(shell_ls)
+    to_types, types, to_blocks = _assembly_plan(shell_ls)
     size = sum(2 * l + 1 for l in shell_ls)
-    pieces = []
-    for la, lb, gather in plan:
-        chunk = x.array[..., gather]
+    by_type = permute_last(x.array, to_types)
+    pieces, offset = [], 0
+    for la, lb, count in types:
+        dim = (2 * la + 1) * (2 * lb + 1)
+        chunk = by_type[..., offset : offset + count * dim].reshape(*x.shape[:-1], count, dim)
         basis = jnp.asarray(_cg_basis(la, lb), dtype=x.array.dtype)
         pieces.append(jnp.einsum("...pk,kij->...pij", chunk, basis).reshape(*x.shape[:-1], -1))
-    flat = jnp.concatenate(pieces, axis=-1)[..., permutation]
+        offset += count * dim
+    flat = permute_last(jnp.concatenate(pieces, axis=-1), to_blocks)
     return flat.reshape(*x.shape[:-1], size, size)
 
 
@@ -211,7 +212,7 @@ class BlockReadout(nn.Module):
             )
             for (mul, ir), chunk in zip(out.irreps, out.chunks, strict=True)
         ]
-        stacked = jnp.concatenate(per_copy, axis=-1)[..., index]
+        stacked = permute_last(jnp.concatenate(per_copy, axis=-1), index)
         if not self.spinful:
             return assemble_blocks(e3nn.IrrepsArray(target, stacked[..., 0, :]), self.shell_ls)
         return assemble_spinful_blocks(e3nn.IrrepsArray(target, stacked), self.shell_ls)

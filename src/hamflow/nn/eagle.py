@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hamflow.graph.batch import GraphBatch
-from hamflow.nn.layers import EquivariantLayerNorm, gate, gate_input_irreps, regroup
+from hamflow.nn.layers import EquivariantLayerNorm, gate, gate_input_irreps, permute_last, regroup
 from hamflow.nn.radial import EdgeGeometry, edge_geometry
 from hamflow.nn.sparrow import NUM_ELEMENTS, radial_weights
 
@@ -92,40 +92,40 @@ class SO2Linear(nn.Module):
         irreps_out = e3nn.Irreps(self.irreps_out)
         in_idx = _m_indices(x.irreps)
         out_idx = _m_indices(irreps_out)
+        # x in m-major order: [m = 0 | +1 | -1 | +2 | -2 | ...] (a permutation, see permute_last)
+        by_m = permute_last(x.array, np.concatenate([in_idx[0][0]] + [i for p in in_idx[1:] for i in p]))
+        sizes = [len(in_idx[0][0])] + [n for plus, _ in in_idx[1:] for n in (len(plus), len(plus))]
+        parts = jnp.split(by_m, np.cumsum(sizes)[:-1], axis=-1)
         pieces, positions = [], []
-        for m in range(min(x.irreps.lmax, irreps_out.lmax) + 1):
-            (in_plus, in_minus), (out_plus, out_minus) = in_idx[m], out_idx[m]
-            n_in, n_out = len(in_plus), len(out_plus)
-            plus = x.array[..., in_plus]
+        for m in range(irreps_out.lmax + 1):
+            out_plus, out_minus = out_idx[m]
+            n_out = len(out_plus)
+            if m > x.irreps.lmax:  # no input component with this |m|: zero output
+                count = n_out if m == 0 else 2 * n_out
+                pieces.append(jnp.zeros((*x.shape[:-1], count), x.dtype))
+                positions += [out_plus] if m == 0 else [out_plus, out_minus]
+                continue
             if m == 0:
+                plus = parts[0]
+                n_in = plus.shape[-1]
                 weight = self.param("w0", nn.initializers.normal(1.0), (n_in, n_out), jnp.float32)
                 pieces.append((plus @ weight.astype(x.dtype)) * n_in**-0.5)
                 positions.append(out_plus)
                 continue
-            minus = x.array[..., in_minus]
+            plus, minus = parts[2 * m - 1], parts[2 * m]
+            n_in = plus.shape[-1]
             a = self.param(f"a{m}", nn.initializers.normal(1.0), (n_in, n_out), jnp.float32).astype(x.dtype)
             b = self.param(f"b{m}", nn.initializers.normal(1.0), (n_in, n_out), jnp.float32).astype(x.dtype)
             scale = (2 * n_in) ** -0.5
             pieces += [(plus @ a - minus @ b) * scale, (plus @ b + minus @ a) * scale]
             positions += [out_plus, out_minus]
-        flat = jnp.concatenate(pieces, axis=-1)
-        filled = np.concatenate(positions)
-        if len(filled) < irreps_out.dim:
-            flat = jnp.concatenate([flat, jnp.zeros((*flat.shape[:-1], 1), flat.dtype)], axis=-1)
-        source = np.full(irreps_out.dim, flat.shape[-1] - 1, dtype=np.int64)
-        source[filled] = np.arange(len(filled))
-        out = flat[..., source]
-        scalar_positions = np.concatenate(
-            [
-                np.arange(sl.start, sl.stop)
-                for (_, ir), sl in zip(irreps_out, irreps_out.slices(), strict=True)
-                if ir == "0e"
-            ]
-            or [np.zeros(0, dtype=np.int64)]
-        )
-        if len(scalar_positions):
-            bias = self.param("bias", nn.initializers.zeros, (len(scalar_positions),), jnp.float32)
-            out = out.at[..., scalar_positions].add(bias.astype(out.dtype))
+        out = permute_last(jnp.concatenate(pieces, axis=-1), np.argsort(np.concatenate(positions)))
+        num_scalars = irreps_out.filter(keep=["0e"]).dim
+        if num_scalars:
+            if irreps_out[: len(irreps_out.filter(keep=["0e"]))].filter(drop=["0e"]).dim:
+                raise ValueError(f"SO2Linear needs the even scalars first in irreps_out, got {irreps_out}")
+            bias = self.param("bias", nn.initializers.zeros, (num_scalars,), jnp.float32).astype(out.dtype)
+            out = jnp.concatenate([out[..., :num_scalars] + bias, out[..., num_scalars:]], axis=-1)
         return e3nn.IrrepsArray(irreps_out, out)
 
 

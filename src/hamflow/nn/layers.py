@@ -1,9 +1,13 @@
-"""Equivariant building blocks written as few large array ops (XLA compiles them quickly).
+"""Equivariant building blocks written as few large array ops (XLA compiles and runs them quickly).
 
 e3nn-jax's ``tensor_product`` and ``gate`` emit one small operation per path/chunk; a network built from
 them compiles for minutes on a CPU. The functions here compute the same kind of quantities with one
-einsum per input irrep type and one gather for the layout, with precomputed constant tensors.
+einsum per input irrep type and precomputed constant tensors. Layout changes are permutations applied
+by ``permute_last``, whose gradient is the inverse permutation (a gather) rather than the scatter-add
+JAX emits for a general gather, which is slow on CPUs.
 Features are ``e3nn.IrrepsArray`` in the standard-harmonic basis (see hamflow.nn.radial.to_e3nn_axes).
+Index arrays kept in caches are int32: JAX keeps the converted constant of a cached int64 numpy index
+and then fails when jax_enable_x64 is switched between traces.
 """
 
 from __future__ import annotations
@@ -29,6 +33,36 @@ _TANH_SCALE = _second_moment_scale(np.tanh)
 _SIGMOID_SCALE = _second_moment_scale(lambda z: 1.0 / (1.0 + np.exp(-z)))
 
 
+@functools.cache
+def _permutation(key: bytes):
+    """The custom-VJP function x -> x[..., perm] for the int32 permutation stored in ``key``."""
+    perm = np.frombuffer(key, dtype=np.int32).copy()
+    inverse = np.argsort(perm).astype(np.int32)
+
+    @jax.custom_vjp
+    def apply(x):
+        return x[..., perm]
+
+    def forward(x):
+        return x[..., perm], None
+
+    def backward(_, cotangent):
+        return (cotangent[..., inverse],)
+
+    apply.defvjp(forward, backward)
+    return apply
+
+
+def permute_last(x: jnp.ndarray, perm: np.ndarray) -> jnp.ndarray:
+    """x[..., perm] for a permutation ``perm`` of the last axis; its gradient is a gather too."""
+    perm = np.asarray(perm, dtype=np.int32)
+    if len(perm) != x.shape[-1] or not np.array_equal(np.sort(perm), np.arange(len(perm))):
+        raise ValueError(f"not a permutation of the last axis (size {x.shape[-1]})")
+    if np.array_equal(perm, np.arange(len(perm))):
+        return x
+    return _permutation(perm.tobytes())(x)
+
+
 def gate_input_irreps(irreps: e3nn.Irreps) -> e3nn.Irreps:
     """Irreps to feed ``gate`` so that it returns ``irreps``: scalars, one 0e gate per non-scalar, rest.
 
@@ -46,42 +80,28 @@ def gate(x: e3nn.IrrepsArray, irreps_out: e3nn.Irreps) -> e3nn.IrrepsArray:
     Even scalars get silu, odd scalars tanh (odd, so parity is kept), each non-scalar irrep is scaled
     by the sigmoid of its own gate scalar; activations are normalised to unit second moment.
     """
-    scalars_dim = irreps_out.filter(keep=["0e", "0o"]).dim
+    scalars = irreps_out.filter(keep=["0e", "0o"])
     nonscalars = irreps_out.filter(drop=["0e", "0o"])
     array = x.array
     pieces = []
     offset = 0
-    for mul, ir in irreps_out.filter(keep=["0e", "0o"]):
+    for mul, ir in scalars:
         block = array[..., offset : offset + mul]
         if ir.p == 1:
             pieces.append(_SILU_SCALE * jax.nn.silu(block))
         else:
             pieces.append(_TANH_SCALE * jnp.tanh(block))
         offset += mul
-    if nonscalars.num_irreps:
-        gates = _SIGMOID_SCALE * jax.nn.sigmoid(array[..., scalars_dim : scalars_dim + nonscalars.num_irreps])
-        owner = np.concatenate(
-            [np.repeat(np.arange(mul), ir.dim) + start for (mul, ir), start in _chunk_starts(nonscalars)]
-        )
-        pieces.append(array[..., scalars_dim + nonscalars.num_irreps :] * gates[..., owner])
+    gates = _SIGMOID_SCALE * jax.nn.sigmoid(array[..., offset : offset + nonscalars.num_irreps])
+    offset += nonscalars.num_irreps
+    gate_offset = 0
+    for mul, ir in nonscalars:
+        chunk = array[..., offset : offset + mul * ir.dim].reshape(*array.shape[:-1], mul, ir.dim)
+        gated = chunk * gates[..., gate_offset : gate_offset + mul, None]
+        pieces.append(gated.reshape(*array.shape[:-1], mul * ir.dim))
+        offset += mul * ir.dim
+        gate_offset += mul
     return e3nn.IrrepsArray(irreps_out, jnp.concatenate(pieces, axis=-1))
-
-
-def _chunk_starts(irreps: e3nn.Irreps) -> list[tuple[tuple[int, e3nn.Irrep], int]]:
-    """Each (mul, ir) of irreps with the index of its first irrep among all irreps of ``irreps``."""
-    starts, count = [], 0
-    for mul, ir in irreps:
-        starts.append(((mul, ir), count))
-        count += mul
-    return starts
-
-
-def channel_weights_index(irreps: e3nn.Irreps) -> np.ndarray:
-    """(dim,) index of the irrep (channel) owning each component: w[..., index] expands (num_irreps,)."""
-    return np.concatenate(
-        [np.repeat(np.arange(mul), ir.dim) + start for (mul, ir), start in _chunk_starts(irreps)]
-        or [np.zeros(0, dtype=np.int64)]
-    )
 
 
 @functools.cache
@@ -115,7 +135,7 @@ class ProductLayout(NamedTuple):
 
     irreps_out: the regrouped output irreps. channel: (dim_out,) index of the x irrep copy (0 ..
     num_irreps(x) - 1) each component is made from. path: (dim_out,) index into path_types, the
-    distinct (ir_x, ir_y, ir_out) triples. Per-channel and per-path weights expand with these indices.
+    distinct (ir_x, ir_y, ir_out) triples (the order of ``path_weights``).
     """
 
     irreps_out: e3nn.Irreps
@@ -124,39 +144,54 @@ class ProductLayout(NamedTuple):
     path_types: tuple
 
 
+class _ChunkPlan(NamedTuple):
+    index: int  # chunk of x
+    channel_start: int  # its first irrep copy among all of x
+    cg: np.ndarray  # (2lx+1, dim_y, K)
+    path_onehot: np.ndarray  # (number of path types, K): the path type of each column
+
+
 @functools.cache
 def _product_plan(irreps_x: e3nn.Irreps, irreps_y: e3nn.Irreps, allowed: frozenset):
-    """Per x chunk (chunk index, CG tensor, gather order), the output layout and the regroup gather."""
-    chunk_plans, out_irreps, channels, paths, path_types = [], [], [], [], {}
-    channel_start = 0
+    """Chunk plans, the output layout, and the permutation from the stacked products to the layout.
+
+    The products of chunk (mul, ir_x) are (mul, K) flattened; concatenated over chunks, one
+    permutation puts them path-major per chunk ((mul, dim_out) blocks) and regroups the result.
+    """
+    per_chunk, out_irreps, channels, paths, order = [], [], [], [], []
+    path_types: dict = {}
+    channel_start, flat_offset = 0, 0
     for index, (mul, ir_x) in enumerate(irreps_x):
         cg, chunk_paths = _paths(ir_x, irreps_y, allowed)
-        order, k_offset = [], 0
-        for ir_y, ir_out in chunk_paths:
-            # (mul, K) -> per path a (mul, dim_out) block, laid out path after path.
-            order.append((np.arange(mul)[:, None] * cg.shape[-1] + k_offset + np.arange(ir_out.dim)).ravel())
-            out_irreps.append((mul, ir_out))
-            path_id = path_types.setdefault((ir_x, ir_y, ir_out), len(path_types))
-            channels.append(np.repeat(channel_start + np.arange(mul), ir_out.dim))
-            paths.append(np.full(mul * ir_out.dim, path_id))
-            k_offset += ir_out.dim
         if chunk_paths:
-            chunk_plans.append((index, cg, np.concatenate(order).astype(np.int32)))
+            k_offset, columns = 0, []
+            for ir_y, ir_out in chunk_paths:
+                block = np.arange(mul)[:, None] * cg.shape[-1] + k_offset + np.arange(ir_out.dim)
+                order.append(flat_offset + block.ravel())
+                out_irreps.append((mul, ir_out))
+                path_id = path_types.setdefault((ir_x, ir_y, ir_out), len(path_types))
+                columns += [path_id] * ir_out.dim
+                channels.append(np.repeat(channel_start + np.arange(mul), ir_out.dim))
+                paths.append(np.full(mul * ir_out.dim, path_id))
+                k_offset += ir_out.dim
+            per_chunk.append((index, channel_start, cg, np.array(columns)))
+            flat_offset += mul * cg.shape[-1]
         channel_start += mul
-    unsorted = e3nn.Irreps(out_irreps)
-    sorted_irreps, index = regroup_index(unsorted)
-    inverse = np.empty_like(index)
-    inverse[index] = np.arange(len(index))
+    plans = [
+        _ChunkPlan(index, start, cg, (np.arange(len(path_types))[:, None] == columns[None, :]).astype(float))
+        for index, start, cg, columns in per_chunk
+    ]
+    sorted_irreps, index = regroup_index(e3nn.Irreps(out_irreps))
+    inverse = np.argsort(index)
     empty = np.zeros(0, dtype=np.int64)
-    # int32 indices: these arrays are cached, and JAX keeps the converted constant of a cached int64
-    # index, which then fails when jax_enable_x64 is switched between traces.
     layout = ProductLayout(
         irreps_out=sorted_irreps,
         channel=(np.concatenate(channels) if channels else empty)[inverse].astype(np.int32),
         path=(np.concatenate(paths) if paths else empty)[inverse].astype(np.int32),
         path_types=tuple(path_types),
     )
-    return chunk_plans, layout, inverse.astype(np.int32)
+    permutation = (np.concatenate(order) if order else empty)[inverse].astype(np.int32)
+    return plans, layout, permutation
 
 
 def _allowed(irreps_x: e3nn.Irreps, irreps_y: e3nn.Irreps, filter_ir_out) -> frozenset:
@@ -174,32 +209,44 @@ def product_layout(
 
 
 def tensor_product_mul1(
-    x: e3nn.IrrepsArray, y: e3nn.IrrepsArray, filter_ir_out: e3nn.Irreps | None = None
+    x: e3nn.IrrepsArray,
+    y: e3nn.IrrepsArray,
+    filter_ir_out: e3nn.Irreps | None = None,
+    *,
+    channel_weights: jnp.ndarray | None = None,
+    path_weights: jnp.ndarray | None = None,
 ) -> e3nn.IrrepsArray:
     """Channel-wise tensor product of x (..., irreps_x, any multiplicities) with y (..., mul-1 irreps).
 
     Every channel c of x meets every irrep of y: out = (x_c (x) y) -> ir_out for each allowed path,
     the 'uvu' product of e3nn with a shared y (e.g. the spherical harmonics of an edge). Output irreps:
     mul x ir_out for each chunk (mul, ir_x) of x and each path, regrouped (sorted by irrep, stable);
-    see product_layout. Cost per x chunk: one einsum y . CG (channel independent) and one einsum
-    with the channels, then one gather for the whole layout.
+    see product_layout. Optional invariant weights scale every output channel by
+    channel_weights[..., c] (shape (..., num_irreps(x))) times path_weights[..., p] (shape
+    (..., number of path types)); they are folded into the operands at no extra cost.
+    Cost per x chunk: one einsum y . CG (channel independent) and one einsum with the channels.
     """
-    chunk_plans, layout, inverse = _product_plan(
+    plans, layout, permutation = _product_plan(
         x.irreps, y.irreps, _allowed(x.irreps, y.irreps, filter_ir_out)
     )
-    if not chunk_plans:
+    if not plans:
         return e3nn.zeros(e3nn.Irreps(""), x.shape[:-1], x.dtype)
     pieces = []
-    for index, cg, order in chunk_plans:
-        mul, ir_x = x.irreps[index]
-        chunk = x.chunks[index]
+    for plan in plans:
+        mul, ir_x = x.irreps[plan.index]
+        chunk = x.chunks[plan.index]
         if chunk is None:
             chunk = jnp.zeros((*x.shape[:-1], mul, ir_x.dim), x.dtype)
-        mixed = jnp.einsum("...j,ijk->...ik", y.array, jnp.asarray(cg, dtype=y.array.dtype))
+        if channel_weights is not None:
+            chunk = chunk * channel_weights[..., plan.channel_start : plan.channel_start + mul, None]
+        mixed = jnp.einsum("...j,ijk->...ik", y.array, jnp.asarray(plan.cg, dtype=y.array.dtype))
+        if path_weights is not None:
+            column_weights = path_weights @ jnp.asarray(plan.path_onehot, dtype=path_weights.dtype)
+            mixed = mixed * column_weights[..., None, :]
         products = jnp.einsum("...ci,...ik->...ck", chunk, mixed.astype(chunk.dtype))
-        flat = products.reshape(*products.shape[:-2], mul * cg.shape[-1])
-        pieces.append(flat[..., order])
-    return e3nn.IrrepsArray(layout.irreps_out, jnp.concatenate(pieces, axis=-1)[..., inverse])
+        pieces.append(products.reshape(*products.shape[:-2], -1))
+    stacked = jnp.concatenate(pieces, axis=-1)
+    return e3nn.IrrepsArray(layout.irreps_out, permute_last(stacked, permutation))
 
 
 def regroup_index(irreps: e3nn.Irreps) -> tuple[e3nn.Irreps, np.ndarray]:
@@ -223,13 +270,11 @@ def regroup_index(irreps: e3nn.Irreps) -> tuple[e3nn.Irreps, np.ndarray]:
 
 
 def regroup(x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
-    """x with its irreps sorted and merged (like ``IrrepsArray.regroup``) using a single gather."""
+    """x with its irreps sorted and merged (like ``IrrepsArray.regroup``) in one permutation."""
     sorted_irreps, index = regroup_index(x.irreps)
     if sorted_irreps == x.irreps:
         return x
-    inverse = np.empty_like(index)
-    inverse[index] = np.arange(len(index))
-    return e3nn.IrrepsArray(sorted_irreps, x.array[..., inverse])
+    return e3nn.IrrepsArray(sorted_irreps, permute_last(x.array, np.argsort(index)))
 
 
 class EquivariantLayerNorm(nn.Module):

@@ -59,12 +59,16 @@ class EquivariantConvolution(nn.Module):
         self, inputs: e3nn.IrrepsArray, sh: e3nn.IrrepsArray, radial: jnp.ndarray, scalars: list[jnp.ndarray]
     ) -> e3nn.IrrepsArray:
         irreps_out = e3nn.Irreps(self.irreps_out)
-        layout = product_layout(inputs.irreps, sh.irreps, irreps_out)
-        products = tensor_product_mul1(inputs, sh, irreps_out)
+        num_paths = len(product_layout(inputs.irreps, sh.irreps, irreps_out).path_types)
         num_channels = inputs.irreps.num_irreps
-        weights = radial_weights(radial, scalars, num_channels + len(layout.path_types), self.radial_hidden)
-        scale = weights[..., layout.channel] * weights[..., num_channels + layout.path]
-        products = e3nn.IrrepsArray(products.irreps, products.array * scale)
+        weights = radial_weights(radial, scalars, num_channels + num_paths, self.radial_hidden)
+        products = tensor_product_mul1(
+            inputs,
+            sh,
+            irreps_out,
+            channel_weights=weights[..., :num_channels],
+            path_weights=weights[..., num_channels:],
+        )
         return e3nn.flax.Linear(irreps_out, force_irreps_out=True)(products)
 
 
