@@ -1,0 +1,413 @@
+"""Benchmark of the jitted training step on the demo molecules: compile, step time, padding, memory.
+
+For net_type sparrow (consider_parity true) and eagle (false), each at its default ``net_irreps`` for the
+demo basis (:func:`hamflow.graph.irreps.default_net_irreps`) and ``--blocks`` blocks, on the graph store
+of data/demo/molecules (config/train.toml, built or reused with hamflow.graph.stage.build_graph_store):
+
+- parameter count;
+- compile time of the jitted train step (make_steps + make_optimizer + a fitted Normaliser, batch_size 4,
+  one shape bucket): trace (``jit.lower``) and XLA compile (``.compile()``), first in a fresh process
+  with an empty persistent compilation cache, then in a second process with the same cache folder;
+- steady-state step time (median of ``--steps`` steps after the first, ``block_until_ready`` each) in
+  the cached process, per structure (/ batch_size);
+- peak resident memory (``ru_maxrss``) of each process;
+- padding waste of the shape buckets (plan_buckets + padding_waste) with multi_way_jit_num 1 and 4, on
+  the demo set's sizes, on an ethanol-heavy mix of the demo kinds, and on a synthetic wide distribution.
+
+The timing runs in subprocesses of this script (``--worker``). On a CPU the absolute seconds are context
+only (labelled CPU); the comparisons are the ratios printed beside them, all measured in one run.
+
+    python benchmarks/train_step.py [--quick] [--json OUT] [--steps 10] [--blocks 3] [--nets sparrow,eagle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_TOML = REPO / "config" / "train.toml"
+DEMO_INPUTS = REPO / "data" / "demo" / "molecules"
+BATCH_SIZE = 4
+RESULT_MARKER = "TRAIN_STEP_RESULT "
+#: structures of each demo kind (h2o, nh3, ch4, ethanol) in the ethanol-heavy synthetic mix
+ETHANOL_HEAVY_MIX = {"h2o": 100, "nh3": 100, "ch4": 100, "ethanol": 700}
+
+
+def benchmark_config(net_type: str, num_blocks: int, cache_dir: str = "none") -> Any:
+    """config/train.toml on the demo molecules with the model at its defaults for ``net_type``."""
+    from hamflow.config.train_config import load_train_config, with_overrides
+
+    return with_overrides(
+        load_train_config(TRAIN_TOML),
+        {
+            "data.inputs_dir": str(DEMO_INPUTS),
+            "model.net_type": net_type,
+            "model.advanced.net_irreps": "",
+            "model.advanced.num_blocks": num_blocks,
+            "model.advanced.consider_parity": net_type == "sparrow",
+            "process.train.dataloader.batch_size": BATCH_SIZE,
+            "process.train.multi_way_jit_num": 1,
+            "process.train.compilation_cache_dir": cache_dir,
+        },
+    )
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------------------- worker
+
+
+def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, store_path: Path) -> dict:
+    """Build, compile and time one train step in this process; return the figures (seconds, MiB)."""
+    import jax
+    import jax.numpy as jnp
+
+    from hamflow.config.precision import apply_float_type
+    from hamflow.data.split import make_split
+    from hamflow.graph.batch import GraphBatch
+    from hamflow.graph.collate import collate
+    from hamflow.graph.irreps import default_net_irreps
+    from hamflow.graph.store import GraphStore
+    from hamflow.nn.model import build_model, count_parameters, init_params
+    from hamflow.train.buckets import epoch_batches, plan_buckets
+    from hamflow.train.normaliser import fit_normaliser
+    from hamflow.train.schedules import learning_rate_schedule
+    from hamflow.train.step import TrainState, make_optimizer, make_steps
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    cfg = benchmark_config(net_type, num_blocks, str(cache_dir))
+    tcfg = cfg.process.train
+    policy = apply_float_type(cfg.system.float_type)
+
+    store = GraphStore.open(store_path)
+    dl = tcfg.dataloader
+    split = make_split(
+        store.ids,
+        train_size=dl.train_size,
+        validate_size=dl.validate_size,
+        test_size=dl.test_size,
+        seed=cfg.system.random_seed,
+    )
+    position = {sid: n for n, sid in enumerate(store.ids)}
+    train = np.asarray([position[sid] for sid in split["train"]])
+    shell_ls = tuple(int(l) for l in store.meta.basis.shell_ls)
+    normaliser = fit_normaliser((store.get(int(i)) for i in train), shell_ls)
+    plan = plan_buckets(store.num_nodes[train], store.num_edges[train], batch_size=BATCH_SIZE, max_buckets=1)
+    shape = plan.shapes[0]
+
+    def stacked_batch(members: np.ndarray) -> GraphBatch:
+        graphs = [store.get(int(train[m])) for m in members]
+        share = collate(
+            graphs, num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
+        )
+        return GraphBatch(*(np.stack([field]) for field in share))
+
+    batches = [stacked_batch(members) for _, members in epoch_batches(plan, seed=0, epoch=1, shuffle=True)]
+    device_batches = [jax.device_put(b) for b in batches]
+
+    irreps = default_net_irreps(
+        store.meta.basis, consider_parity=cfg.model.advanced.consider_parity, net_type=net_type
+    )
+    model = build_model(
+        net_type,
+        shell_ls,
+        net_irreps=irreps,
+        num_blocks=num_blocks,
+        gaussian_basis_rmax=cfg.model.advanced.gaussian_basis_rmax,
+        consider_parity=cfg.model.advanced.consider_parity,
+        spinful=bool(store.meta.spinful),
+        dtype=policy.compute_dtype,
+    )
+    one_share = jax.tree_util.tree_map(lambda x: x[0], batches[0])
+    t0 = time.perf_counter()
+    params = init_params(model, one_share, cfg.system.random_seed)["params"]
+    init_s = time.perf_counter() - t0
+
+    optimizer = make_optimizer(tcfg.optimizer)
+    total_steps = tcfg.max_epoch * len(batches)
+    lr_fn = learning_rate_schedule(
+        tcfg.scheduler, init_learning_rate=tcfg.optimizer.init_learning_rate, total_steps=total_steps
+    )
+
+    def apply_fn(p: Any, batch: GraphBatch) -> jnp.ndarray:
+        return model.apply({"params": p}, batch)
+
+    train_step, _ = make_steps(
+        apply_fn,
+        optimizer,
+        normaliser,
+        lr_fn,
+        loss_type=cfg.model.loss_type,
+        standardize_gauge=cfg.model.advanced.standardize_gauge,
+        spinful=bool(store.meta.spinful),
+    )
+    state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32))
+    state = jax.device_put(state)
+    jit_train = jax.jit(train_step, donate_argnums=0)
+
+    t0 = time.perf_counter()
+    lowered = jit_train.lower(state, device_batches[0])
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    state, metrics = compiled(state, device_batches[0])
+    jax.block_until_ready(state)
+    first_step_s = time.perf_counter() - t2
+    losses = [float(metrics.loss)]
+
+    step_times = []
+    for n in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, device_batches[(n + 1) % len(device_batches)])
+        jax.block_until_ready(state)
+        step_times.append(time.perf_counter() - start)
+        losses.append(float(metrics.loss))
+    return {
+        "net_type": net_type,
+        "net_irreps": irreps,
+        "num_blocks": num_blocks,
+        "parameters": count_parameters(params),
+        "batch_shape": {"nodes": shape.num_nodes, "edges": shape.num_edges, "graphs": shape.num_graphs},
+        "init_s": init_s,
+        "trace_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "first_step_s": first_step_s,
+        "step_times_s": step_times,
+        "step_median_s": statistics.median(step_times) if step_times else float("nan"),
+        "losses": losses,
+        "peak_rss_mib": peak_rss_mib(),
+        "device": str(jax.devices()[0]),
+        "jax_version": jax.__version__,
+    }
+
+
+def spawn_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, store_path: Path) -> dict:
+    """Run :func:`run_worker` in a fresh Python process; return its figures plus the process wall time."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        net_type,
+        "--blocks",
+        str(num_blocks),
+        "--cache-dir",
+        str(cache_dir),
+        "--steps",
+        str(steps),
+        "--store",
+        str(store_path),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"worker for {net_type} failed with exit code {done.returncode}")
+    result = json.loads(lines[-1][len(RESULT_MARKER) :])
+    result["process_wall_s"] = wall
+    return result
+
+
+# --------------------------------------------------------------------------------------- padding
+
+
+def demo_kind_sizes(store: Any) -> dict[str, tuple[int, int]]:
+    """{kind: (atoms, edges)} of the demo molecules (the kind is the id's first folder: h2o/000)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for sid, nodes, edges in zip(store.ids, store.num_nodes, store.num_edges, strict=True):
+        sizes.setdefault(sid.split("/")[0], (int(nodes), int(edges)))
+    return sizes
+
+
+def wide_synthetic_sizes(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(atoms, edges) of ``count`` synthetic molecules: 3..64 atoms uniform, every atom pair an edge
+    up to 48 neighbours per atom (edges = atoms * min(atoms, 48)), a wide spread of sizes."""
+    atoms = np.random.default_rng(seed).integers(3, 65, size=count)
+    return atoms, atoms * np.minimum(atoms, 48)
+
+
+def padding_rows(store: Any) -> list[dict]:
+    """Padding waste with multi_way_jit_num 1 and 4 on the demo set and two synthetic size mixes."""
+    from hamflow.train.buckets import padding_waste, plan_buckets
+
+    kinds = demo_kind_sizes(store)
+    heavy = [kinds[kind] for kind, n in ETHANOL_HEAVY_MIX.items() for _ in range(n)]
+    mix = ", ".join(f"{n} {kind}" for kind, n in ETHANOL_HEAVY_MIX.items())
+    wide_nodes, wide_edges = wide_synthetic_sizes(1000)
+    sets = [
+        (f"demo molecules ({len(store)})", np.asarray(store.num_nodes), np.asarray(store.num_edges)),
+        (f"ethanol-heavy demo mix ({mix})", np.array([a for a, _ in heavy]), np.array([e for _, e in heavy])),
+        ("synthetic wide, 1000 of 3-64 atoms", wide_nodes, wide_edges),
+    ]
+    rows = []
+    for name, nodes, edges in sets:
+        row: dict[str, Any] = {"set": name, "structures": len(edges)}
+        for ways in (1, 4):
+            plan = plan_buckets(nodes, edges, batch_size=BATCH_SIZE, max_buckets=ways)
+            row[f"waste_{ways}"] = padding_waste(plan, edges)
+            row[f"shapes_{ways}"] = [s.num_edges for s in plan.shapes]
+        # the used slots are the same, so padded slots (work per epoch) scale as (1 - waste)^-1
+        row["slots_4_over_1"] = (1.0 - row["waste_1"]) / (1.0 - row["waste_4"])
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def machine_context() -> dict:
+    """CPU model, cores and load average, for the record."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import hamflow
+
+    return {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "hamflow_source": str(Path(hamflow.__file__).resolve().parent),
+        "cpu_model": model,
+        "cpu_cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def print_table(models: dict[str, dict], padding: list[dict], context: dict) -> None:
+    nets = list(models)
+    rows: list[tuple[str, list[str], str]] = []
+
+    def add(label: str, values: list[float], fmt: str, ratio: bool = True) -> None:
+        cells = [fmt.format(v) for v in values]
+        rows.append((label, cells, _ratio(values[-1], values[0]) if ratio and len(values) > 1 else ""))
+
+    first = [models[n]["first"] for n in nets]
+    cached = [models[n]["cached"] for n in nets]
+    add("parameters", [m["parameters"] for m in first], "{:,}")
+    add("trace (jit.lower), empty cache, CPU s", [m["trace_s"] for m in first], "{:.1f}")
+    add("XLA compile, empty cache, CPU s", [m["compile_s"] for m in first], "{:.1f}")
+    add("trace (jit.lower), cached, CPU s", [m["trace_s"] for m in cached], "{:.1f}")
+    add("XLA compile, cached, CPU s", [m["compile_s"] for m in cached], "{:.2f}")
+    add(
+        "cached / first (trace + compile)",
+        [
+            (c["trace_s"] + c["compile_s"]) / (f["trace_s"] + f["compile_s"])
+            for f, c in zip(first, cached, strict=True)
+        ],
+        "{:.3f}",
+        ratio=False,
+    )
+    add("process wall, empty cache, CPU s", [m["process_wall_s"] for m in first], "{:.1f}")
+    add("process wall, cached, CPU s", [m["process_wall_s"] for m in cached], "{:.1f}")
+    add("step time per structure, CPU ms", [1e3 * m["step_median_s"] / BATCH_SIZE for m in cached], "{:.1f}")
+    add("peak RSS, empty-cache process, MiB", [m["peak_rss_mib"] for m in first], "{:.0f}")
+    add("peak RSS, cached process, MiB", [m["peak_rss_mib"] for m in cached], "{:.0f}")
+
+    shape = first[0]["batch_shape"]
+    print(
+        f"train step, demo molecules, batch_size {BATCH_SIZE} padded to {shape['nodes']} nodes / "
+        f"{shape['edges']} edges (multi_way_jit_num 1), {first[0]['num_blocks']} blocks, fp32, "
+        f"{first[0]['device']}; {context['cpu_model']}, {context['cpu_cores']} cores, load "
+        f"{context['load_average'][0]:.1f} at the end; {context['date']}"
+    )
+    for net in nets:
+        print(f"  {net}: net_irreps {models[net]['first']['net_irreps']}")
+    steps = len(cached[0]["step_times_s"])
+    print(f"  step time: median of {steps} steps in the cached process after its first step\n")
+    width = max(len(r[0]) for r in rows) + 2
+    ratio_head = f"{nets[-1]}/{nets[0]}" if len(nets) > 1 else ""
+    header = f"{'quantity':{width}}" + "".join(f"{n:>14}" for n in nets) + f"{ratio_head:>16}"
+    print(header)
+    print("-" * len(header))
+    for label, cells, ratio in rows:
+        print(f"{label:{width}}" + "".join(f"{c:>14}" for c in cells) + f"{ratio:>16}")
+    print("-" * len(header))
+    print("padding waste (fraction of padded edge slots; shapes = padded edges per batch of 4)")
+    for row in padding:
+        print(
+            f"  {row['set']}: multi_way_jit_num 1 {100 * row['waste_1']:.1f}% {row['shapes_1']}, "
+            f"4 {100 * row['waste_4']:.1f}% {row['shapes_4']}; padded slots 4/1 = "
+            f"{row['slots_4_over_1']:.2f}x"
+        )
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def build_demo_store() -> Path:
+    """The demo molecules' graph store (built, or reused when up to date)."""
+    from hamflow.graph.stage import build_graph_store
+
+    return build_graph_store(benchmark_config("sparrow", 3), progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="sparrow only, 3 steps")
+    parser.add_argument("--json", metavar="OUT", help="also write every figure to this JSON file")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps after the first (default 10)")
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--nets", default="sparrow,eagle")
+    parser.add_argument("--worker", metavar="NET", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = run_worker(args.worker, args.blocks, Path(args.cache_dir), args.steps, Path(args.store))
+        print(RESULT_MARKER + json.dumps(result))
+        return
+
+    nets = ["sparrow"] if args.quick else args.nets.split(",")
+    steps = 3 if args.quick else args.steps
+    from hamflow.graph.store import GraphStore
+
+    store_path = build_demo_store()
+    with GraphStore.open(store_path) as store:
+        padding = padding_rows(store)
+    models: dict[str, dict] = {}
+    for net in nets:
+        with tempfile.TemporaryDirectory(prefix=f"hamflow-bench-{net}-") as cache:
+            print(f"{net}: empty-cache process ...", file=sys.stderr, flush=True)
+            first = spawn_worker(net, args.blocks, Path(cache), 0, store_path)
+            print(f"{net}: cached process ...", file=sys.stderr, flush=True)
+            cached = spawn_worker(net, args.blocks, Path(cache), steps, store_path)
+        models[net] = {"first": first, "cached": cached}
+    context = machine_context()
+    print_table(models, padding, context)
+    if args.json:
+        from hamflow.atomic import atomic_write_text
+
+        document = {"context": context, "batch_size": BATCH_SIZE, "models": models, "padding": padding}
+        atomic_write_text(Path(args.json), json.dumps(document, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
