@@ -5,7 +5,8 @@ ordered pair an edge: atoms^2 edges, on-site included; 10 atoms -> 100 edges) in
 ``--shells`` (default s3p2d2), and for each network type at its default ``net_irreps``
 (hamflow.graph.irreps.default_net_irreps) and ``--blocks`` blocks prints: parameter count, XLA
 compile time of the forward and of the training gradient (value_and_grad of the mean squared block),
-and the median wall time of each over ``--repeat`` runs after compilation.
+the median wall time of each over ``--repeat`` runs after compilation, and the equivariance error of
+the forward: max |D H D^T - H(R .)| over all blocks for a random rotation R, relative to max |H|.
 
     python benchmarks/nn_step.py [--atoms 10] [--blocks 3] [--repeat 10] [--dtype float32]
                                  [--nets sparrow,eagle] [--shells 0,0,0,1,1,2,2]
@@ -20,11 +21,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from hamflow.graph.basis import CommonBasis
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.irreps import default_net_irreps
 from hamflow.nn.model import build_model, count_parameters, init_params
+from hamflow.nn.wigner import basis_rotation
 
 
 def random_molecule(num_atoms: int, seed: int) -> np.ndarray:
@@ -92,7 +95,7 @@ def main() -> None:
     print(f"{args.blocks} blocks, {args.dtype}; times are medians of {args.repeat} runs after compilation\n")
     header = (
         f"{'net':8} {'irreps':48} {'params':>10} {'compile fwd':>12} {'compile grad':>13} "
-        f"{'fwd ms':>8} {'fwd+bwd ms':>11}"
+        f"{'fwd ms':>8} {'fwd+bwd ms':>11} {'equiv err':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -119,9 +122,15 @@ def main() -> None:
         compile_gradient = timed(gradient, params, batch)
         forward_ms = statistics.median(timed(forward, params, batch) for _ in range(args.repeat)) * 1e3
         gradient_ms = statistics.median(timed(gradient, params, batch) for _ in range(args.repeat)) * 1e3
+        rotation = Rotation.random(random_state=2).as_matrix()
+        rotated_batch = all_pairs_batch(positions @ rotation.T, numbers, basis.size)
+        blocks = np.asarray(forward(params, batch), np.float64)
+        rotated = np.asarray(forward(params, rotated_batch), np.float64)
+        d = basis_rotation(shells, rotation)
+        error = np.max(np.abs(np.einsum("ij,ejk,lk->eil", d, blocks, d) - rotated)) / np.max(np.abs(blocks))
         print(
             f"{net_type:8} {irreps:48} {count_parameters(params):>10,} {compile_forward:>11.1f}s "
-            f"{compile_gradient:>12.1f}s {forward_ms:>8.1f} {gradient_ms:>11.1f}"
+            f"{compile_gradient:>12.1f}s {forward_ms:>8.1f} {gradient_ms:>11.1f} {error:>10.1e}"
         )
 
 

@@ -71,6 +71,19 @@ def test_equivariant_float32(eagle, seed):
     assert error < 2e-5 * max(scale, 1.0)
 
 
+def test_equivariant_with_an_edge_on_the_frame_pole(eagle):
+    """An edge along z (e3nn's polar axis y after the (y, z, x) reordering): the edge frame is singular."""
+    params, apply, batch = eagle
+    positions = CLUSTER_POSITIONS.copy()
+    positions[1] = positions[0] + np.array([0.0, 0.0, 0.96])
+    pole_batch = molecule_batch(positions, CLUSTER_NUMBERS, BASIS_SIZE)
+    rotation = random_rotation(6)
+    blocks = np.asarray(apply(params, pole_batch))
+    rotated = np.asarray(apply(params, molecule_batch(positions @ rotation.T, CLUSTER_NUMBERS, BASIS_SIZE)))
+    error, scale = equivariance_error(blocks, rotated, basis_rotation(SHELLS, rotation), batch.edge_mask)
+    assert np.all(np.isfinite(blocks)) and error < 2e-5 * max(scale, 1.0)
+
+
 def test_equivariant_float64(eagle):
     params, _, _ = eagle
     rotation = random_rotation(3)

@@ -14,7 +14,7 @@ from hamflow.nn.wigner import basis_rotation
 SHELLS = (0, 0, 1, 2)
 BASIS_SIZE = 10
 SETTINGS = {
-    "net_irreps": "8x0e+4x1o+4x2e+2x3o+2x4e",
+    "net_irreps": "8x0e+4x1o+2x1e+4x2e+2x2o+2x3o+2x4e",  # natural and unnatural parities
     "num_blocks": 2,
     "gaussian_basis_rmax": 4.0,
     "consider_parity": True,
@@ -62,6 +62,21 @@ def test_equivariant_float64(sparrow):
     error, scale = equivariance_error(blocks, rotated, basis_rotation(SHELLS, rotation), batch.edge_mask)
     print(f"sparrow float64 rotation+inversion: max error {error:.2e}, max |H| {scale:.2f}")
     assert error < 1e-10 * max(scale, 1.0)
+
+
+def test_equivariant_for_a_linear_molecule(sparrow):
+    """Pseudovector (1e) features of a linear molecule are zero by symmetry, rounding noise in float32:
+    the normalisation must not blow them up into non-equivariant O(1) signals."""
+    _, params, apply, batch = sparrow
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    positions = np.outer([0.0, 1.1, 2.3, -1.2, 3.4, -2.5], axis)
+    linear = molecule_batch(positions, CLUSTER_NUMBERS, BASIS_SIZE)
+    rotation = random_rotation(8, improper=True)
+    blocks = np.asarray(apply(params, linear))
+    rotated = np.asarray(apply(params, molecule_batch(positions @ rotation.T, CLUSTER_NUMBERS, BASIS_SIZE)))
+    error, scale = equivariance_error(blocks, rotated, basis_rotation(SHELLS, rotation), batch.edge_mask)
+    print(f"sparrow float32 linear molecule: max error {error:.2e}, max |H| {scale:.2f}")
+    assert error < 2e-5 * max(scale, 1.0)
 
 
 def test_atom_permutation_permutes_blocks_and_padding_is_zero(sparrow):

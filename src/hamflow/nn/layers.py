@@ -278,30 +278,42 @@ def regroup(x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
 
 
 class EquivariantLayerNorm(nn.Module):
-    """Per-irrep-type normalisation: each chunk (mul, ir) of x divided by its channel-mean square.
+    """Separable equivariant normalisation of features x (..., irreps).
 
-    For every chunk, x_c <- (1 + s_c) x_c / sqrt(mean_c(|x_c|^2) / (2l+1) + eps), with even scalars
-    first centred over their channels and given a bias b_c. Scales multiply whole irreps, so the map is
-    equivariant (and parity-preserving). Parameters s, b start at zero (identity scale, no bias).
+    Even scalars are centred and divided by their root mean square over channels; all other irreps
+    together are divided by one root mean square, mean over their irreps of |x_c|^2 / (2l+1). Each
+    irrep copy c then gets a learnable scale (1 + s_c), and even scalars a bias b_c (s, b start at 0).
+    Scales multiply whole irreps, so the map is equivariant (and parity-preserving). One common norm
+    for the non-scalars (not one per irrep type) keeps a chunk that is zero by symmetry (e.g.
+    pseudovectors of a linear molecule: pure rounding noise in float32) from being blown up to O(1).
     """
 
     eps: float = 1e-5
 
     @nn.compact
     def __call__(self, x: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
-        chunks = []
-        for index, ((mul, ir), chunk) in enumerate(zip(x.irreps, x.chunks, strict=True)):
-            if chunk is None:
-                chunks.append(None)
-                continue
-            if ir == e3nn.Irrep("0e"):
+        even_scalar = e3nn.Irrep("0e")
+        chunks = [
+            jnp.zeros((*x.shape[:-1], mul, ir.dim), x.dtype) if chunk is None else chunk
+            for (mul, ir), chunk in zip(x.irreps, x.chunks, strict=True)
+        ]
+        others = [
+            (chunk, mul) for (mul, ir), chunk in zip(x.irreps, chunks, strict=True) if ir != even_scalar
+        ]
+        if others:
+            total = sum(jnp.sum(chunk**2, axis=(-2, -1)) / chunk.shape[-1] for chunk, _ in others)
+            other_scale = jax.lax.rsqrt(total / sum(mul for _, mul in others) + self.eps)
+        normalised = []
+        for index, ((mul, ir), chunk) in enumerate(zip(x.irreps, chunks, strict=True)):
+            if ir == even_scalar:
                 chunk = chunk - jnp.mean(chunk, axis=-2, keepdims=True)
-            mean_square = jnp.mean(jnp.sum(chunk**2, axis=-1), axis=-1) / ir.dim
-            chunk = chunk * jax.lax.rsqrt(mean_square + self.eps)[..., None, None]
+                chunk = chunk * jax.lax.rsqrt(jnp.mean(chunk**2, axis=(-2, -1)) + self.eps)[..., None, None]
+            else:
+                chunk = chunk * other_scale[..., None, None]
             scale = 1.0 + self.param(f"scale_{index}_{ir}", nn.initializers.zeros, (mul,), jnp.float32)
             chunk = chunk * scale.astype(chunk.dtype)[:, None]
-            if ir == e3nn.Irrep("0e"):
+            if ir == even_scalar:
                 bias = self.param(f"bias_{index}_{ir}", nn.initializers.zeros, (mul,), jnp.float32)
                 chunk = chunk + bias.astype(chunk.dtype)[:, None]
-            chunks.append(chunk)
-        return e3nn.from_chunks(x.irreps, chunks, x.shape[:-1], x.dtype)
+            normalised.append(chunk)
+        return e3nn.from_chunks(x.irreps, normalised, x.shape[:-1], x.dtype)
