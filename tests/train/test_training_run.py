@@ -78,12 +78,16 @@ def test_rerun_of_a_finished_run_trains_nothing_and_a_changed_config_starts_afre
     assert _losses(tmp_path / "run") == before
     assert "resuming from" in (tmp_path / "run" / "deepx.log").read_text()
 
+    # a changed learning rate invalidates the checkpoints but compiles nothing new (it is injected)
     changed = tiny_config(
-        h2o_dir, tmp_path, jax_cache, **{"process.train.max_epoch": 2, "model.loss_type": "mae"}
+        h2o_dir,
+        tmp_path,
+        jax_cache,
+        **{"process.train.max_epoch": 2, "process.train.optimizer.init_learning_rate": 1e-3},
     )
     train_run.train(changed, run_dir=tmp_path / "run")
     log = (tmp_path / "run" / "deepx.log").read_text()
-    assert "configuration changed since the checkpoints were written (model.loss_type)" in log
+    assert "checkpoints were written (process.train.optimizer.init_learning_rate)" in log
     aside = list((tmp_path / "run").glob("model.replaced-*"))
     assert len(aside) == 1 and (aside[0] / "params" / "best" / "params.msgpack").is_file()
     assert len(_losses(tmp_path / "run")) == 2
