@@ -1,9 +1,9 @@
 """Equivariance on real DFT data: DeepH-dock's H2O computed in an original and a rotated frame.
 
-rotated/dft/0 is the original structure, rotated/dft/1 the same molecule rotated by scipy's
+rotated/dft/0 is the original structure, rotated/dft/1..3 the same molecule rotated by scipy's
 Rotation.from_euler('zyz', [gamma, beta, alpha]) (euler_angle holds alpha beta gamma, radians), shifted,
-and DFT-computed anew. Checked here: (1) the geometry of 1 is R times that of 0 (same atom order, up to
-the shift); (2) the DFT Hamiltonians obey H1_ij = D_i(R) H0_ij D_j(R)^T with this module's standard-order
+and DFT-computed anew. Checked for each: (1) its geometry is R times that of 0 (same atom order, up to
+the shift); (2) the DFT Hamiltonians obey H_ij = D_i(R) H0_ij D_j(R)^T with hamflow's standard-order
 Wigner D (so its convention is the data's); (3) the networks' predictions obey the same relation for
 every atom pair (all pairs with R = 0, on-site included: the data are molecules in a box).
 """
@@ -32,14 +32,37 @@ def load(root, name):
     return poscar, read_matrix_h5(root / name / "hamiltonian.h5")
 
 
-@pytest.fixture(scope="module")
-def rotated_pair(deeph_dock):
+@pytest.fixture(scope="module", params=["1", "2", "3"])
+def rotated_pair(deeph_dock, request):
     root = deeph_dock / "rotated" / "dft"
     original, h_original = load(root, "0")
-    rotated, h_rotated = load(root, "1")
-    alpha, beta, gamma = np.loadtxt(root / "1" / "euler_angle")
+    rotated, h_rotated = load(root, request.param)
+    alpha, beta, gamma = np.loadtxt(root / request.param / "euler_angle")
     rotation = Rotation.from_euler("zyz", [gamma, beta, alpha]).as_matrix()
     return original, h_original, rotated, h_rotated, rotation
+
+
+NETWORKS = {
+    "sparrow": ("8x0e+4x1o+4x2e+2x3o+2x4e", True),
+    "eagle": ("8x0e+4x1e+4x2e+2x3e+2x4e", False),
+}
+
+
+@pytest.fixture(scope="module")
+def compiled_networks():
+    """{net_type: (model, jitted apply)}, shared by the three rotated structures (one compile each)."""
+    networks = {}
+    for net_type, (irreps, parity) in NETWORKS.items():
+        model = build_model(
+            net_type,
+            COMMON_SHELLS,
+            net_irreps=irreps,
+            num_blocks=1,
+            gaussian_basis_rmax=5.0,
+            consider_parity=parity,
+        )
+        networks[net_type] = (model, jax.jit(model.apply))
+    return networks
 
 
 def test_geometry_is_the_rotated_original(rotated_pair):
@@ -67,24 +90,13 @@ def test_dft_hamiltonians_rotate_with_standard_wigner_d(rotated_pair):
     assert rmse < 1e-4  # DeepH-dock's own criterion; a wrong m order or sign gives ~1 eV
 
 
-@pytest.mark.parametrize(
-    ("net_type", "irreps", "parity"),
-    [("sparrow", "8x0e+4x1o+4x2e+2x3o+2x4e", True), ("eagle", "8x0e+4x1e+4x2e+2x3e+2x4e", False)],
-)
-def test_predictions_rotate_like_the_data(rotated_pair, net_type, irreps, parity):
+@pytest.mark.parametrize("net_type", list(NETWORKS))
+def test_predictions_rotate_like_the_data(rotated_pair, compiled_networks, net_type):
     original, _, rotated, _, rotation = rotated_pair
+    model, apply = compiled_networks[net_type]
     numbers = [atomic_number(element) for element in original.elements]
-    model = build_model(
-        net_type,
-        COMMON_SHELLS,
-        net_irreps=irreps,
-        num_blocks=1,
-        gaussian_basis_rmax=5.0,
-        consider_parity=parity,
-    )
     batch = molecule_batch(original.positions, numbers, BASIS_SIZE)
     params = init_params(model, batch, seed=0)
-    apply = jax.jit(model.apply)
     blocks = np.asarray(apply(params, batch))
     predicted = np.asarray(apply(params, molecule_batch(rotated.positions, numbers, BASIS_SIZE)))
     d = basis_rotation(COMMON_SHELLS, rotation)
