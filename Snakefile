@@ -3,8 +3,9 @@
 #   snakemake --profile profiles/local            this machine, every core
 #   snakemake --profile profiles/slurm            a SLURM cluster (data on CPU nodes, training on a GPU)
 #
-# Stages: discover (checkpoint) -> parse (per shard) -> graph_shard (per shard)
-#         -> graph (join) -> train; each one is a `hamflow <stage>` command.
+# Stages: discover (checkpoint) -> parse (per shard) -> graph_shard (per shard) -> graph (join)
+#         -> train -> infer -> evaluate -> plot; each one is a `hamflow <stage>` command.
+#   snakemake --report report.html                 the figures of the run, with captions
 
 from snakemake.utils import min_version
 
@@ -14,10 +15,14 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/graph.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
 
 
 localrules:
@@ -27,4 +32,5 @@ localrules:
 rule all:
     default_target: True
     input:
-        expand(rules.train.output, run=RUN),
+        rules.train.output,
+        infer_targets(),

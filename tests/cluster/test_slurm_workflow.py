@@ -1,8 +1,9 @@
 """The whole workflow on a real SLURM cluster: ``--executor slurm`` with profiles/slurm-test.
 
 The demo subset of the workflow tests (10 H2O molecules in 2 shards, tiny model, 2 epochs) runs through
-the local one-node cluster of scripts/slurm/start_cluster.sh: data stages land on partition ``cpu``,
-training on partition ``gpu`` with one (fake) GPU allocated, and the run directory is complete at the end.
+the local one-node cluster of scripts/slurm/start_cluster.sh: data stages, evaluation and plots land on
+partition ``cpu``, training and inference on partition ``gpu`` with one (fake) GPU allocated, and the
+run directory is complete at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +45,17 @@ def test_workflow_runs_on_slurm_with_training_on_a_gpu(
     result = workflow.snakemake(profile=str(slurm_cluster.profile))  # JAX_PLATFORMS=cpu in the job env
 
     assert workflow.ran(result) == Counter(
-        {"discover": 1, "parse": 2, "graph_shard": 2, "graph": 1, "train": 1, "all": 1}
+        {
+            "discover": 1,
+            "parse": 2,
+            "graph_shard": 2,
+            "graph": 1,
+            "train": 1,
+            "infer": 1,
+            "evaluate": 1,
+            "plot": 1,
+            "all": 1,
+        }
     )
     run_dir = workflow.run_dir("A")
     assert (run_dir / "TRAINING_DONE").is_file()
@@ -57,15 +68,17 @@ def test_workflow_runs_on_slurm_with_training_on_a_gpu(
     assert train["JOB_GRES"] == "gpu:fake:1", "the training job must have a GPU allocated"
     assert train["JobState"] == "COMPLETED"
     assert train["TimeLimit"] == "00:15:00"  # profiles/slurm-test: runtime 15 min
-    for rule in ("discover", "parse", "graph_shard", "graph"):
+    (infer_id,) = jobs["infer"]
+    infer = slurm_cluster.show_job(infer_id)
+    assert (infer["Partition"], infer["JOB_GRES"], infer["JobState"]) == ("gpu", "gpu:fake:1", "COMPLETED")
+    for rule in ("discover", "parse", "graph_shard", "graph", "evaluate", "plot"):
         for job_id in jobs[rule]:
             job = slurm_cluster.show_job(job_id)
-            assert (job["Partition"], job["JOB_GRES"], job["JobState"]) == ("cpu", "(null)", "COMPLETED"), (
-                rule
-            )
+            placed = (job["Partition"], job["JOB_GRES"], job["JobState"])
+            assert placed == ("cpu", "(null)", "COMPLETED"), rule
 
-    # the job log of the training job (kept by the test profile) shows the GPU it was given
-    train_log = workflow.root / ".snakemake" / "slurm_logs" / "rule_train" / "A" / f"{train_id}.log"
-    assert train_log.is_file(), sorted(
-        str(p) for p in (workflow.root / ".snakemake" / "slurm_logs").rglob("*")
-    )
+    # the job log of the training job (kept by the test profile)
+    logs = workflow.root / ".snakemake" / "slurm_logs"
+    train_logs = list((logs / "rule_train").rglob(f"{train_id}.log"))
+    assert len(train_logs) == 1, sorted(str(path) for path in logs.rglob("*"))
+    assert "Finished jobid" in train_logs[0].read_text()

@@ -25,9 +25,10 @@ SLURM_COMMANDS = {"sbatch", "sinfo", "squeue", "sacct", "scancel", "srun", "scon
 JUSTIFIED_LINTS = {
     # the stages are the project's own `hamflow` commands, from the environment hamflow is installed in
     "Specify a conda environment or container for each rule.",
-    # the resolved train.toml is read through a global: its name changes with every setting, while a
-    # stage must rerun only when one of its own settings (its params) changes
+    # the resolved train/infer TOMLs are read through globals: their names change with every setting,
+    # while a stage must rerun only when one of its own settings (its params) changes
     "Shell command directly uses variable RESOLVED_TOML from outside of the rule",
+    "Shell command directly uses variable INFER_TOML from outside of the rule",
 }
 
 

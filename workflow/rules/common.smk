@@ -14,7 +14,6 @@
 
 import hashlib
 import math
-import re
 import shlex
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from hamflow.atomic import atomic_write_text
+from hamflow.config.infer_config import dump_infer_config, parse_infer_config
 from hamflow.config.schema import toml_repr
 from hamflow.config.train_config import (
     dump_train_config,
@@ -63,14 +63,16 @@ check_config(config, CONFIG_SCHEMA)
 validate(config, str(CONFIG_SCHEMA))  # fills the schema's defaults
 
 RUN = config["run"]
-DATA = "results/data/{run}"
-RUN_DIR = "results/runs/{run}"
-WORK_DIR = "results/runs/{run}.partial"
+# Paths of the configured run. No {run} wildcard: a workflow run builds one run (so another run's
+# folder, a fine-tune source, is an input no rule makes), and Snakemake 9's --until does not follow a
+# wildcard-carrying rule that aggregates checkpoint output.
+DATA = f"results/data/{RUN}"
+RUN_DIR = f"results/runs/{RUN}"
+WORK_DIR = f"results/runs/{RUN}.partial"
+LOGS = f"results/logs/{RUN}"
 
 
 wildcard_constraints:
-    # Only the configured run is built here: another run's directory (a fine-tune source) is an input.
-    run=re.escape(RUN),
     shard=r"\d+-of-\d+",
 
 
@@ -103,8 +105,8 @@ def check_finetune_source():
     if not source:
         return
     own = {
-        Path(RUN_DIR.format(run=RUN)).resolve(),
-        Path(WORK_DIR.format(run=RUN)).resolve(),
+        Path(RUN_DIR).resolve(),
+        Path(WORK_DIR).resolve(),
     }
     if Path(source).resolve() in own:
         raise WorkflowError(
@@ -131,37 +133,38 @@ def flatten(table, prefix=""):
 RESOLVED = flatten(train_config_to_dict(TRAIN_CFG))
 
 
-def setting_params(dotted_keys):
-    """A rule's params for the given train.toml keys: {"data__graph__graph_type": 'data.graph.graph_type="H"'}.
+def setting_params(dotted_keys, values=None):
+    """A rule's params for the given TOML keys: {"data__graph__graph_type": 'data.graph.graph_type="H"'}.
 
     One "key=value" param per key: Snakemake records a job's params as the set of their values, so
     each value names its key (two keys changing to each other's values are still a change), a stage
     reruns exactly when one of its own settings changes, and the rerun reason shows only those keys.
+    ``values``: {dotted key: value} (default: the resolved train.toml).
     """
+    values = RESOLVED if values is None else values
     return {
-        key.replace(".", "__"): f"{key}={toml_repr(RESOLVED[key])}"
-        for key in dotted_keys
+        key.replace(".", "__"): f"{key}={toml_repr(values[key])}" for key in dotted_keys
     }
 
 
-def write_resolved_toml():
-    """Write the resolved train.toml (train_toml + overrides, defaults filled) and return its path.
+def write_resolved_toml(text, stem):
+    """Write a resolved TOML (``text``) to results/data/<run>/<stem>-<digest>.toml; return its path.
 
     Written when the workflow is loaded, not by a rule: a rule upstream of the discover checkpoint
     would hold back the whole DAG behind it whenever it reruns. The name holds a digest of the content,
     so a run with other settings (even a dry run) never rewrites a file that running jobs read.
-    Rules read it through the RESOLVED_TOML global, not through params or input: what reruns a stage
-    is the change of one of its own settings (the params below), not any change of the file.
+    Rules read it through a global (RESOLVED_TOML, INFER_TOML), not through params or input: what
+    reruns a stage is the change of one of its own settings (its params), not any change of the file.
     """
-    text = dump_train_config(TRAIN_CFG)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    path = Path(DATA.format(run=RUN)) / f"train-{digest}.toml"
+    path = Path(DATA) / f"{stem}-{digest}.toml"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         atomic_write_text(path, text)
     return str(path)
 
 
-RESOLVED_TOML = write_resolved_toml()
+# The resolved train.toml: train_toml with train_overrides, every default filled.
+RESOLVED_TOML = write_resolved_toml(dump_train_config(TRAIN_CFG), "train")
 
 # The settings each stage depends on (its params): a stage reruns, with what follows, exactly when one
 # of its own settings changes.
@@ -253,7 +256,7 @@ TRAIN_THREADS = all_cores()
 
 def shard_names(wildcards):
     """``K-of-N`` for every shard of the discovered structures (read after the discover checkpoint)."""
-    manifest = checkpoints.discover.get(run=wildcards.run).output.manifest
+    manifest = checkpoints.discover.get().output.manifest
     count = len(read_manifest(manifest).ids)
     shards = max(1, math.ceil(count / config["shard_size"]))
     return [f"{k}-of-{shards}" for k in range(shards)]
@@ -293,3 +296,90 @@ def finetune_input(wildcards):
 def finetune_arg(wildcards):
     source = config["finetune_from"]
     return f"--finetune-from {shlex.quote(source)}" if source else ""
+
+
+# ---- inference of the held-out structures (infer.smk)
+
+
+def held_out_part():
+    """The split part to predict and evaluate: "test", else "validate", else None (nothing held out)."""
+    loader = TRAIN_CFG.process.train.dataloader
+    if loader.dataset_split_json or loader.test_size > 0:
+        return "test"
+    return "validate" if loader.validate_size > 0 else None
+
+
+INFER_PART = held_out_part()
+INFER_CHECKPOINT = "best" if TRAIN_CFG.data.model_save.best else "latest"
+
+
+def infer_config():
+    """The inference TOML of the run's held-out structures: the training data, system and model."""
+    data, graph = TRAIN_CFG.data, TRAIN_CFG.data.graph
+    mapping = {
+        "system": train_config_to_dict(TRAIN_CFG)["system"],
+        "data": {
+            "inputs_dir": data.inputs_dir,
+            "outputs_dir": "results/infer",
+            "dft": train_config_to_dict(TRAIN_CFG)["data"]["dft"],
+            "graph": {
+                "dataset_name": f"{graph.dataset_name}-INFER",
+                # graphs from the overlap (its shape only when training used Sap)
+                "graph_type": "Sap" if graph.graph_type == "Sap" else "S",
+                "storage_type": graph.storage_type,
+                "parallel_num": graph.parallel_num,
+            },
+        },
+        "model": {"model_dir": f"{RUN_DIR}/model", "load_model_type": INFER_CHECKPOINT},
+        "process": {
+            "infer": {
+                "dataloader": {
+                    "batch_size": TRAIN_CFG.process.train.dataloader.batch_size
+                }
+            }
+        },
+    }
+    try:
+        return parse_infer_config(mapping)
+    except HamflowError as error:
+        raise WorkflowError(
+            f"inference settings derived from train_toml: {error}"
+        ) from None
+
+
+INFER_CFG = infer_config()
+INFER_TOML = write_resolved_toml(dump_infer_config(INFER_CFG), "infer")
+INFER_VALUES = {
+    **RESOLVED,
+    "infer.data.graph.graph_type": INFER_CFG.data.graph.graph_type,
+    "infer.model.load_model_type": INFER_CFG.model.load_model_type,
+    "infer.part": INFER_PART,
+}
+INFER_SETTINGS = setting_params(
+    [
+        "data.inputs_dir",
+        "data.dft.data_dir_depth",
+        "system.float_type",
+        "infer.data.graph.graph_type",
+        "infer.model.load_model_type",
+        "infer.part",
+    ],
+    INFER_VALUES,
+)
+EVALUATE_SETTINGS = setting_params(
+    [
+        "data.inputs_dir",
+        "data.dft.data_dir_depth",
+        "model.target_type",
+        "model.advanced.standardize_gauge",
+        "infer.part",
+    ],
+    INFER_VALUES,
+)
+
+
+def infer_targets():
+    """What `all` asks for after training: the figures (and evaluation), when something is held out."""
+    if INFER_PART is None:
+        return []
+    return [f"results/eval/{RUN}", f"results/plots/{RUN}"]

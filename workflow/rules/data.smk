@@ -5,10 +5,10 @@
 
 checkpoint discover:
     output:
-        manifest="results/data/{run}/manifest.json",
-        split="results/data/{run}/dataset_split.json",
+        manifest=f"{DATA}/manifest.json",
+        split=f"{DATA}/dataset_split.json",
     log:
-        "results/logs/{run}/discover.log",
+        f"{LOGS}/discover.log",
     params:
         **DISCOVER_SETTINGS,
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
@@ -18,11 +18,11 @@ checkpoint discover:
 
 rule parse:
     input:
-        manifest="results/data/{run}/manifest.json",
+        manifest=f"{DATA}/manifest.json",
     output:
-        report="results/data/{run}/parse/{shard}.json",
+        report=f"{DATA}/parse/{{shard}}.json",
     log:
-        "results/logs/{run}/parse/{shard}.log",
+        f"{LOGS}/parse/{{shard}}.log",
     threads: 1
     params:
         **PARSE_SETTINGS,

@@ -5,12 +5,12 @@
 
 rule graph_shard:
     input:
-        manifest="results/data/{run}/manifest.json",
-        report="results/data/{run}/parse/{shard}.json",
+        manifest=f"{DATA}/manifest.json",
+        report=f"{DATA}/parse/{{shard}}.json",
     output:
-        "results/data/{run}/graph/{shard}.h5",
+        f"{DATA}/graph/{{shard}}.h5",
     log:
-        "results/logs/{run}/graph/{shard}.log",
+        f"{LOGS}/graph/{{shard}}.log",
     threads: GRAPH_THREADS
     params:
         **GRAPH_SETTINGS,
@@ -23,13 +23,11 @@ rule graph_shard:
 rule graph:
     input:
         lambda wildcards: expand(
-            "results/data/{run}/graph/{shard}.h5",
-            run=wildcards.run,
-            shard=shard_names(wildcards),
+            f"{DATA}/graph/{{shard}}.h5", shard=shard_names(wildcards)
         ),
     output:
-        "results/data/{run}/graph.h5",
+        f"{DATA}/graph.h5",
     log:
-        "results/logs/{run}/graph.log",
+        f"{LOGS}/graph.log",
     shell:
         "hamflow graph {RESOLVED_TOML} --join {input} --out {output} > {log} 2>&1"

@@ -12,19 +12,19 @@
 
 rule train:
     input:
-        graph="results/data/{run}/graph.h5",
-        split="results/data/{run}/dataset_split.json",
+        graph=f"{DATA}/graph.h5",
+        split=f"{DATA}/dataset_split.json",
         finetune=finetune_input,
     output:
         **train_outputs(),
     log:
-        "results/logs/{run}/train.log",
+        f"{LOGS}/train.log",
     threads: TRAIN_THREADS
     params:
         **TRAIN_SETTINGS,
         finetune=finetune_arg,
         work=WORK_DIR,
-        final=RUN_DIR,
+        final=lambda wildcards, output: Path(output.log).parent,  # RUN_DIR
     shell:
         """
         hamflow train {RESOLVED_TOML} --run-dir {params.work} --graph {input.graph} \
