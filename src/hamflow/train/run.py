@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -122,10 +123,24 @@ def new_run_dir(outputs_dir: str | Path) -> Path:
     return path
 
 
-def _setup_logging(layout: ckpt.RunLayout, level: str) -> logging.Handler:
+def _setup_logging(layout: ckpt.RunLayout, level: str, *, writer: bool) -> logging.Handler:
     from hamflow.config.logging_setup import configure_logging
 
-    return configure_logging(layout.log, level)
+    return configure_logging(layout.log if writer else None, level)
+
+
+def join_slurm_processes() -> bool:
+    """Join the processes of a multi-task SLURM job step into one JAX runtime.
+
+    ``srun -N 4 --ntasks-per-node=1 hamflow train ...`` starts one hamflow per node; each calls
+    ``jax.distributed.initialize()``, which reads the coordinator address and ranks from SLURM's
+    environment. Returns True when joined (more than one task in the step).
+    """
+    tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")) or 1)
+    if tasks <= 1 or "SLURM_STEP_ID" not in os.environ:
+        return False
+    jax.distributed.initialize()
+    return True
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -228,7 +243,12 @@ class _Batcher:
         return GraphBatch(*(np.stack(field) for field in zip(*batches, strict=True)))
 
     def device_batch(self, bucket: int, members: np.ndarray) -> GraphBatch:
-        return jax.device_put(self.host_batch(bucket, members), self.sharding)
+        """The batch as global arrays sharded over the devices' axis; every process holds the whole
+        host batch (same seed, same order) and places the shares of its own devices."""
+        host = self.host_batch(bucket, members)
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_callback(x.shape, self.sharding, lambda index: x[index]), host
+        )
 
 
 def _sizes(store: Any, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -302,6 +322,8 @@ def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
+    if jax.process_index() != 0:
+        return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS)
     writer.writeheader()
@@ -355,12 +377,20 @@ def train(
         store = build_graph_store(cfg)
         LOG.info("only_save_graph = true: graph store %s written, no training", store)
         return TrainResult(Path(store), 0, math.nan, "only_save_graph")
+    joined = join_slurm_processes()
+    # with several processes (nodes) all compute alike; only process 0 writes the run directory
+    writer = jax.process_index() == 0
     layout = ckpt.RunLayout(Path(run_dir) if run_dir else new_run_dir(cfg.data.outputs_dir))
-    layout.model.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(layout, cfg.system.log_level)
+    if writer:
+        layout.model.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(layout, cfg.system.log_level, writer=writer)
     try:
         policy = apply_float_type(cfg.system.float_type)
         devices = select_jax_devices(parse_device(cfg.system.device))
+        if joined:
+            kinds = {device.platform for device in devices}
+            devices = [device for device in jax.devices() if device.platform in kinds]
+            LOG.info("joined %d processes: %d devices in all", jax.process_count(), len(devices))
         cache = _enable_compilation_cache(cfg)
         LOG.info("hamflow train: run directory %s", layout.root)
         LOG.info("devices: %s; float_type %s; compilation cache %s", devices, cfg.system.float_type, cache)
@@ -385,12 +415,14 @@ def train(
                     aside,
                 )
                 resuming = None
-        atomic_write_text(layout.train_toml, dump_train_config(cfg))
+        if writer:
+            atomic_write_text(layout.train_toml, dump_train_config(cfg))
 
         data = _open_data(cfg, graph_store, split_path, layout.split)
         from hamflow.data.split import write_split
 
-        write_split(layout.split, data.split)
+        if writer:
+            write_split(layout.split, data.split)
         LOG.info(
             "structures: %d train, %d validate, %d test (graph store %s)",
             len(data.index["train"]),
@@ -415,7 +447,8 @@ def train(
                     f"(spinful={spec.spinful}); set data.graph.common_orbital_types to match",
                 )
             spec = source_spec
-        spec.save(layout.model_json)
+        if writer:
+            spec.save(layout.model_json)
 
         model = build_network(spec, policy.compute_dtype)
 
@@ -474,7 +507,8 @@ def train(
             rng_np = np.random.default_rng(cfg.system.random_seed)
             order = rng_np.permutation(data.index["train"])
             normaliser = fit_normaliser((data.store.get(int(i)) for i in order), spec.shell_ls)
-        normaliser.save(layout.normaliser)
+        if writer:
+            normaliser.save(layout.normaliser)
 
         optimizer = make_optimizer(tcfg.optimizer)
         state = TrainState(
@@ -617,7 +651,7 @@ def train(
                 partial = {"batches_done": 0, "losses": [], "abs_err": 0.0, "entries": 0}
                 if monitored < best_loss:
                     best_loss = monitored
-                    if cfg.data.model_save.best:
+                    if cfg.data.model_save.best and writer:
                         ckpt.save_best(
                             layout, state.params, {"epoch": epoch, "loss": best_loss, "step": int(state.step)}
                         )
@@ -632,11 +666,9 @@ def train(
         finally:
             flag.restore()
         _save_latest(layout, epoch, state, plateau, best_loss, partial, cfg)
-        atomic_write_text(
-            layout.done,
-            json.dumps({"epochs": epoch, "best_loss": best_loss, "stopped_because": stopped}, indent=1)
-            + "\n",
-        )
+        if writer:
+            summary = {"epochs": epoch, "best_loss": best_loss, "stopped_because": stopped}
+            atomic_write_text(layout.done, json.dumps(summary, indent=1) + "\n")
         LOG.info("training finished after %d epochs (%s); best loss %.6g", epoch, stopped, best_loss)
         return TrainResult(layout.root, epoch, best_loss, stopped)
     finally:
@@ -723,6 +755,8 @@ def _from_state_tree(tree: dict, params: Any) -> tuple[TrainState, Any, float, d
 
 def _save_latest(layout, epoch, state, plateau, best_loss, partial, cfg) -> None:
     host_state = jax.device_get(state)
+    if jax.process_index() != 0:
+        return
     meta = {"epoch": epoch, "step": int(host_state.step), "batches_done": int(partial["batches_done"])}
     ckpt.save_latest(
         layout,
