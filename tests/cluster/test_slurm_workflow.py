@@ -19,7 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from tests.cluster.conftest import SlurmCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
