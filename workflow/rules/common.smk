@@ -3,6 +3,7 @@
 #
 # Paths (all relative to the working directory, the repository root by default):
 #   results/data/<run>/train-<hash>.toml   the resolved train.toml every stage reads
+#   results/data/<run>/infer-<hash>.toml   the inference TOML derived from it
 #   results/data/<run>/manifest.json       discovered structure ids (the discover checkpoint)
 #   results/data/<run>/dataset_split.json  train/validate/test ids
 #   results/data/<run>/parse/K-of-N.json   validation report of shard K (0-based) of N
@@ -10,6 +11,7 @@
 #   results/data/<run>/graph.h5            the joined graph store
 #   results/runs/<run>.partial/            the training run while it is in progress (resumable)
 #   results/runs/<run>/                    the finished run (DeepH-pack run-directory layout)
+#   results/infer/<run>/, eval/<run>/, plots/<run>/   predictions, errors, figures (infer.smk)
 #   results/logs/<run>/                    one log per job
 
 import hashlib
