@@ -72,6 +72,19 @@ def _parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` TOML override of train, graph and infer."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help=help_text,
+    )
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -89,15 +102,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune from a previous run directory: new data, new optimizer, weights from its "
         "[process.train.continued] load_model_type checkpoint",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=_parse_override,
-        metavar="KEY=VALUE",
-        help="override a TOML key, e.g. --set process.train.max_epoch=5 (repeatable)",
-    )
+    _add_set_argument(parser, "override a TOML key, e.g. --set process.train.max_epoch=5 (repeatable)")
     parser.set_defaults(handler=_run_train)
 
 
@@ -397,15 +402,7 @@ def _add_graph(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--join", nargs="+", metavar="SHARD.h5", help="join these shard stores, in order")
     parser.add_argument("--out", metavar="PATH", help="output store (default: the DeepH-pack place)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=_parse_override,
-        metavar="KEY=VALUE",
-        help="override a TOML key, e.g. --set data.graph.parallel_num=4 (repeatable)",
-    )
+    _add_set_argument(parser, "override a TOML key, e.g. --set data.graph.parallel_num=4 (repeatable)")
     parser.set_defaults(handler=_run_graph)
 
 
@@ -472,15 +469,7 @@ def _add_infer(subparsers: argparse._SubParsersAction) -> None:
         "--split", metavar="SPLIT.json", help="only the structures of one part of a dataset_split.json"
     )
     parser.add_argument("--part", default="test", help="the part of --split to predict (default test)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        type=_parse_override,
-        metavar="KEY=VALUE",
-        help="override a TOML key, e.g. --set model.model_dir=RUN/model (repeatable)",
-    )
+    _add_set_argument(parser, "override a TOML key, e.g. --set model.model_dir=RUN/model (repeatable)")
     parser.set_defaults(handler=_run_infer)
 
 
