@@ -802,7 +802,8 @@ def _compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, 
                 )
             )
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 4))) as pool:
+    # one compile per core: each XLA compile holds ~1-2 GiB, more threads only add memory
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         compiled = list(pool.map(lambda job: (job[0], job[1], job[2]()), jobs))
     LOG.info("ahead-of-time compiled %d program(s) in %.1f s", len(compiled), time.perf_counter() - t0)
     train = {b: fn for kind, b, fn in compiled if kind == "train"}
