@@ -176,7 +176,7 @@ def test_no_gpu_is_a_clear_error() -> None:
     except RuntimeError:
         gpus = []
     if gpus:
-        pytest.skip("this machine has GPUs")
+        pytest.skip("checks the error for a GPU request on a machine without GPUs; this machine has GPUs")
     with pytest.raises(ConfigError) as info:
         select_jax_devices(parse_device("gpu*8:1-4,7"))
     message = str(info.value)
