@@ -672,6 +672,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hamflow: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # one the stage did not name itself: still one line, never a traceback
+        print(f"hamflow: error: {os_error_line(args.command, error)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(command: str, error: OSError) -> str:
+    """``hamflow train: cannot complete: No space left on device (/path)`` for an unnamed OS error."""
+    reason = error.strerror or str(error) or type(error).__name__
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return f"hamflow {command}: cannot complete: {reason}" + (f" ({paths})" if paths else "")
 
 
 if __name__ == "__main__":

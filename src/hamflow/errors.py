@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -63,3 +65,36 @@ class NotAvailableError(ConfigError):
 
     def __init__(self, key: str, value: object, *, source: str | Path | None = None) -> None:
         super().__init__(key, f"= {value!r} is not available yet in hamflow", source=source)
+
+
+class FileSystemError(HamflowError):
+    """An operating-system error (permission, read-only, disk full, a file where a folder belongs).
+
+    The message names the operation and the path: ``cannot <operation> <path>: <reason>``.
+    """
+
+    exit_code = 1
+
+    def __init__(self, operation: str, path: str | Path, reason: str) -> None:
+        self.operation = operation
+        self.path = str(path)
+        super().__init__(f"cannot {operation} {self.path}: {reason}")
+
+    @classmethod
+    def from_os_error(cls, operation: str, path: str | Path, error: OSError) -> FileSystemError:
+        """The one line for ``error`` (its strerror, and the file it names when not ``path``)."""
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None and str(error.filename) != str(path):
+            reason = f"{reason} ({error.filename})"
+        return cls(operation, path, reason)
+
+
+@contextlib.contextmanager
+def os_errors(operation: str, path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into a one-line :class:`FileSystemError`."""
+    try:
+        yield
+    except HamflowError:
+        raise
+    except OSError as error:
+        raise FileSystemError.from_os_error(operation, path, error) from None

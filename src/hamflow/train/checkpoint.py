@@ -12,11 +12,14 @@ removes: a rerun never resumes from a torn checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 from flax import serialization
 
 from hamflow.atomic import atomic_dir
-from hamflow.errors import DataError
+from hamflow.errors import DataError, HamflowError, os_errors
 
 LOG = logging.getLogger("hamflow")
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
@@ -46,7 +49,7 @@ def _digest(data: bytes) -> str:
 def write_payload(target: Path, name: str, tree: Any, meta: dict) -> None:
     """Serialise ``tree`` (flax msgpack) into ``target/name`` with ``meta.json``, atomically."""
     data = serialization.to_bytes(tree)
-    with atomic_dir(target) as tmp:
+    with os_errors("write the checkpoint", target), atomic_dir(target) as tmp:
         (tmp / name).write_bytes(data)
         full_meta = {**meta, "payload": name, "sha256": _digest(data), "bytes": len(data)}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1, sort_keys=True))
@@ -184,3 +187,62 @@ def newest_resumable(layout: RunLayout, epoch: int = -1) -> CheckpointInfo | Non
     if epoch >= 0:
         candidates = [info for info in candidates if info.epoch == epoch]
     return candidates[-1] if candidates else None
+
+
+# --------------------------------------------------------------------------------------- the lock
+
+LOCK_FILE = ".hamflow-train.lock"
+"""The run folder's lock file: ``flock``-ed by the trainer while it runs; holds its PID and host."""
+
+
+class RunFolderLocked(HamflowError):
+    """Another trainer holds the run folder's lock."""
+
+    exit_code = 1
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.hamflow-train.lock``, released by :meth:`release` or when the
+    process ends (however it ends: the kernel drops the lock with the last descriptor)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, root: Path) -> RunLock:
+        """Take the lock of run folder ``root`` without waiting; :class:`RunFolderLocked` naming the
+        holder's PID and host when another process holds it."""
+        path = Path(root) / LOCK_FILE
+        with os_errors("create the lock file", path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunFolderLocked(
+                f"run folder {root} is in use by another `hamflow train` ({holder}); wait for it to end, "
+                "or give another --run-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        os.fsync(fd)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; its content names the last holder)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    """``PID 123 on host node7`` from a lock file's content (``holder unknown`` if unreadable)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        document = json.loads(os.read(fd, 4096).decode() or "{}")
+        return f"PID {int(document['pid'])} on host {document['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

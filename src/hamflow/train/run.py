@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hamflow.atomic import atomic_write_text
-from hamflow.errors import ConfigError, DataError, HamflowError
+from hamflow.errors import ConfigError, DataError, FileSystemError, HamflowError, os_errors
 from hamflow.graph.batch import GraphBatch
 from hamflow.train import checkpoint as ckpt
 from hamflow.train.buckets import BucketPlan, assign_to_plan, epoch_batches, padding_waste, plan_buckets
@@ -84,6 +84,18 @@ class TrainingInterrupted(HamflowError):
         )
 
 
+class InterruptedBeforeTraining(HamflowError):
+    """SIGTERM/SIGINT arrived before the training loop began: nothing new to save, rerun to start."""
+
+    def __init__(self, signum: int, where: Path) -> None:
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received before the training loop began (no new checkpoint in {where}); rerun the "
+            "same command to start or resume"
+        )
+
+
 class NonFiniteLoss(HamflowError):
     """The loss became NaN or Inf; the last good checkpoint is kept untouched."""
 
@@ -92,8 +104,12 @@ class NonFiniteLoss(HamflowError):
 
 @dataclass
 class _SignalFlag:
+    """SIGTERM/SIGINT handler: before the loop (``raise_in``: the run folder) it raises
+    :class:`InterruptedBeforeTraining` at once; in the loop it only records the signal."""
+
     signum: int | None = None
     previous: dict = field(default_factory=dict)
+    raise_in: Path | None = None
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -103,6 +119,8 @@ class _SignalFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
+        if self.raise_in is not None:
+            raise InterruptedBeforeTraining(signum, self.raise_in)
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
@@ -121,6 +139,24 @@ def new_run_dir(outputs_dir: str | Path) -> Path:
         path = Path(outputs_dir) / f"{stamp}_{suffix}"
         suffix += 1
     return path
+
+
+def _make_run_dir(layout: ckpt.RunLayout) -> ckpt.RunLock:
+    """Create the run folder (one-line errors for a file in the way, no permission, a full disk) and
+    take its lock; :class:`~hamflow.train.checkpoint.RunFolderLocked` when another trainer holds it."""
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise FileSystemError("create the run folder", root, "a file of that name is in the way")
+    with os_errors("create the run folder", root):
+        root.mkdir(parents=True, exist_ok=True)
+    lock = ckpt.RunLock.acquire(root)
+    try:
+        with os_errors("create the model folder", layout.model):
+            layout.model.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _setup_logging(layout: ckpt.RunLayout, level: str, *, writer: bool) -> logging.Handler:
@@ -176,29 +212,81 @@ class _Data:
     index: dict[str, list[int]]
 
 
-def _open_data(cfg: Any, graph_store: Path | None, split_path: Path | None, run_split: Path) -> _Data:
+def _has_results(layout: ckpt.RunLayout) -> bool:
+    """Whether the run folder holds results worth keeping: a best model, metrics or checkpoints."""
+    if layout.best.exists() or layout.metrics.exists():
+        return True
+    return any(parent.is_dir() and any(parent.iterdir()) for parent in (layout.latest, layout.states))
+
+
+def _set_aside(layout: ckpt.RunLayout) -> Path:
+    """Move ``model/``, ``dataset_split.json``, ``metrics.csv`` and ``TRAINING_DONE`` into a new
+    ``model.replaced-<time>`` folder of the run (nothing is overwritten) and recreate ``model/``."""
+    stamp = f"model.replaced-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    aside = layout.root / stamp
+    suffix = 1
+    while aside.exists():
+        aside, suffix = layout.root / f"{stamp}_{suffix}", suffix + 1
+    with os_errors("move the previous results aside into", aside):
+        layout.model.rename(aside)
+        layout.model.mkdir(parents=True)
+        for stale in (layout.split, layout.metrics, layout.done):
+            if stale.exists():
+                stale.rename(aside / stale.name)
+    return aside
+
+
+def _requested_split(cfg: Any, ids: list[str], split_path: Path | None) -> tuple[dict[str, list[str]], str]:
+    """The split the configuration and ``--split`` ask for, and the key that asks for it."""
     from hamflow.data.split import load_split, make_split
+
+    dl = cfg.process.train.dataloader
+    if split_path:
+        return load_split(split_path, ids), "--split"
+    if dl.dataset_split_json:
+        return load_split(dl.dataset_split_json, ids), "process.train.dataloader.dataset_split_json"
+    split = make_split(
+        ids,
+        train_size=dl.train_size,
+        validate_size=dl.validate_size,
+        test_size=dl.test_size,
+        seed=cfg.system.random_seed,
+    )
+    return split, "process.train.dataloader.train_size/validate_size/test_size"
+
+
+def _check_resumed_split(requested: dict[str, list[str]], key: str, run_split: Path, ids: list[str]) -> None:
+    """Refuse (one line) to resume checkpoints trained on another split than the one asked for."""
+    from hamflow.data.split import SPLIT_PARTS, load_split
+
+    if not run_split.is_file():
+        return
+    recorded = load_split(run_split, ids)
+    differ = [part for part in SPLIT_PARTS if set(recorded.get(part, [])) != set(requested.get(part, []))]
+    if differ:
+        sizes = ", ".join(f"{part} {len(requested.get(part, []))}" for part in SPLIT_PARTS)
+        raise ConfigError(
+            key,
+            f"asks for a split ({sizes}) whose {'/'.join(differ)} part differs from {run_split}, the split "
+            "the checkpoints of this run folder were trained on: resume with that split, or give "
+            "another --run-dir",
+        )
+
+
+def _open_data(
+    cfg: Any, graph_store: Path | None, split_path: Path | None, run_split: Path, *, resuming: bool
+) -> _Data:
+    """Open (or build) the graph store and choose the split: always the one ``cfg`` and ``--split``
+    ask for; when ``resuming``, it must equal the run folder's ``dataset_split.json``."""
     from hamflow.graph.stage import build_graph_store
     from hamflow.graph.store import GraphStore
 
     path = Path(graph_store) if graph_store else build_graph_store(cfg)
     store = GraphStore.open(path)
     ids = list(store.ids)
-    if run_split.is_file():
-        split = load_split(run_split, ids)
-    elif split_path:
-        split = load_split(split_path, ids)
-    elif cfg.process.train.dataloader.dataset_split_json:
-        split = load_split(cfg.process.train.dataloader.dataset_split_json, ids)
-    else:
-        dl = cfg.process.train.dataloader
-        split = make_split(
-            ids,
-            train_size=dl.train_size,
-            validate_size=dl.validate_size,
-            test_size=dl.test_size,
-            seed=cfg.system.random_seed,
-        )
+    split, key = _requested_split(cfg, ids, split_path)
+    if resuming:
+        _check_resumed_split(split, key, run_split, ids)
     position = {sid: n for n, sid in enumerate(ids)}
     missing = [sid for part in split.values() for sid in part if sid not in position]
     if missing:
@@ -276,7 +364,8 @@ def _enable_compilation_cache(cfg: Any) -> Path | None:
     path = compilation_cache_path(cfg)
     if path is None:
         return None
-    path.mkdir(parents=True, exist_ok=True)
+    with os_errors("create the compilation cache folder", path):
+        path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -381,10 +470,12 @@ def train(
     # with several processes (nodes) all compute alike; only process 0 writes the run directory
     writer = jax.process_index() == 0
     layout = ckpt.RunLayout(Path(run_dir) if run_dir else new_run_dir(cfg.data.outputs_dir))
-    if writer:
-        layout.model.mkdir(parents=True, exist_ok=True)
+    # one trainer per run folder: the lock is held until train() returns or the process ends
+    lock = _make_run_dir(layout) if writer else None
+    flag = _SignalFlag(raise_in=layout.root)
     handler = _setup_logging(layout, cfg.system.log_level, writer=writer)
     try:
+        flag.install()
         policy = apply_float_type(cfg.system.float_type)
         devices = select_jax_devices(parse_device(cfg.system.device))
         if joined:
@@ -402,12 +493,7 @@ def train(
             previous = train_config_to_dict(load_train_config(layout.train_toml))
             changes = _config_changes(previous, resolved)
             if changes:
-                aside = layout.root / f"model.replaced-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-                layout.model.rename(aside)
-                layout.model.mkdir(parents=True)
-                for stale in (layout.split, layout.metrics):
-                    if stale.exists():
-                        stale.rename(aside / stale.name)
+                aside = _set_aside(layout) if writer else None
                 LOG.warning(
                     "configuration changed since the checkpoints were written (%s): starting from "
                     "scratch; the old model folder was moved to %s",
@@ -415,10 +501,19 @@ def train(
                     aside,
                 )
                 resuming = None
+        elif resuming is None and writer and _has_results(layout):
+            # no resumable checkpoint (none yet, or every one torn/corrupt): keep what is still there
+            aside = _set_aside(layout)
+            LOG.warning(
+                "no resumable checkpoint in %s: starting from scratch; the previous best model, "
+                "metrics and checkpoints were moved to %s",
+                layout.model,
+                aside,
+            )
         if writer:
             atomic_write_text(layout.train_toml, dump_train_config(cfg))
 
-        data = _open_data(cfg, graph_store, split_path, layout.split)
+        data = _open_data(cfg, graph_store, split_path, layout.split, resuming=resuming is not None)
         from hamflow.data.split import write_split
 
         if writer:
@@ -574,9 +669,8 @@ def train(
             jit_train, jit_eval, state, train_batcher, val_batcher, aot=tcfg.ahead_of_time_compile
         )
 
-        # ---- loop
-        flag = _SignalFlag()
-        flag.install()
+        # ---- loop: from here a signal is only recorded, and the loop saves a checkpoint and stops
+        flag.raise_in = None
         started = time.perf_counter() - wall_offset
         stopped = "max_epoch"
         monitor_train_only = tcfg.dataloader.only_use_train_loss or val_batcher is None
@@ -672,8 +766,11 @@ def train(
         LOG.info("training finished after %d epochs (%s); best loss %.6g", epoch, stopped, best_loss)
         return TrainResult(layout.root, epoch, best_loss, stopped)
     finally:
+        flag.restore()
         logging.getLogger("hamflow").removeHandler(handler)
         handler.close()
+        if lock is not None:
+            lock.release()
 
 
 def _count(params: Any) -> int:
