@@ -230,7 +230,13 @@ def _add_discover(subparsers: argparse._SubParsersAction) -> None:
 def _run_discover(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hamflow.data.discover import incomplete_reason, scan_dft_dir, write_manifest
+    from hamflow.data.discover import (
+        incomplete_reason,
+        no_structures_error,
+        scan_dft_dir,
+        stray_reason,
+        write_manifest,
+    )
     from hamflow.errors import ConfigError, DataError
 
     cfg = None
@@ -250,6 +256,10 @@ def _run_discover(args: argparse.Namespace) -> int:
         inputs_dir, depth, out = args.inputs_dir, args.depth or 0, Path(args.out)
     dft_dir = Path(inputs_dir) / "dft"
     found = scan_dft_dir(dft_dir, depth)
+    for stray in found.strays:
+        print(f"hamflow: warning: {stray_reason(dft_dir, stray)}", file=sys.stderr)
+    if not found.ids:
+        raise no_structures_error(dft_dir, depth, found)
     lines = [incomplete_reason(dft_dir, sid) for sid in found.incomplete]
     if lines and cfg is not None and cfg.data.dft.on_bad_structure == "fail":
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
@@ -333,9 +343,15 @@ def _add_validate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from hamflow.data.discover import read_manifest, scan_dft_dir, shard_ids
+    from hamflow.data.discover import (
+        no_structures_error,
+        read_manifest,
+        scan_dft_dir,
+        shard_ids,
+        stray_reason,
+    )
     from hamflow.data.validate import validate_tree
-    from hamflow.errors import ConfigError
+    from hamflow.errors import ConfigError, DataError
 
     depth = args.depth
     ids = None
@@ -347,10 +363,17 @@ def _run_validate(args: argparse.Namespace) -> int:
             )
         depth, ids = manifest.depth, manifest.ids
     depth = 0 if depth is None else depth
+    dft_dir = f"{args.inputs_dir}/dft"
+    if ids is None:
+        found = scan_dft_dir(dft_dir, depth)
+        for stray in found.strays:
+            print(f"hamflow: warning: {stray_reason(dft_dir, stray)}", file=sys.stderr)
+        if not found.ids:  # zero structures is an error, whatever the incomplete folders
+            raise no_structures_error(dft_dir, depth, found)
+        ids = sorted(found.ids + found.incomplete)
+    elif not ids and args.shard is None:
+        raise DataError("the manifest lists no structure", file=args.manifest)
     if args.shard is not None:
-        if ids is None:
-            found = scan_dft_dir(f"{args.inputs_dir}/dft", depth)
-            ids = sorted(found.ids + found.incomplete)
         ids = shard_ids(ids, *args.shard)
     quantities = [q.strip() for q in args.quantities.split(",") if q.strip()] if args.quantities else None
     report = validate_tree(
@@ -438,7 +461,8 @@ def _run_graph(args: argparse.Namespace) -> int:
     if args.ids_from:
         from hamflow.data.discover import read_manifest
 
-        ids = read_manifest(args.ids_from).ids
+        manifest = read_manifest(args.ids_from)
+        ids = sorted(manifest.ids + manifest.incomplete)  # incomplete folders meet on_bad_structure
     reports = None
     if args.reports:
         from hamflow.data.validate import ValidationReport

@@ -6,7 +6,10 @@
   R = +-a1, H / S / Rho blocks of a Hermitian random matrix), its spinful twin (complex H and Rho of
   shape (2 n_i, 2 n_j)), and, when the DeepH-dock data is present, a copy of one real H2O;
 - broken variants of them, one fault each (:data:`CASES` lists each case's broken file, key and a
-  fragment of the reason that :func:`hamflow.data.validate.validate_structure` must report).
+  fragment of the reason that :func:`hamflow.data.validate.validate_structure` must report),
+  including structure folders that are not folders (a looping and a broken symlink);
+- a regular file, :data:`STRAY_FILE`, where a structure folder belongs (a stray: reported by the
+  walk as a warning, never a structure).
 
 The ``broken_corpus`` fixture builds the corpus once per test session in a temporary folder.
 """
@@ -207,6 +210,18 @@ def _delete(file: str) -> Callable[[Path], None]:
 def _empty_folder(folder: Path) -> None:
     for child in folder.iterdir():
         child.unlink()
+
+
+def _looping_symlink(folder: Path) -> None:
+    """The structure folder replaced by a symlink to itself (ELOOP on every access)."""
+    shutil.rmtree(folder)
+    folder.symlink_to(folder.name)
+
+
+def _broken_symlink(folder: Path) -> None:
+    """The structure folder replaced by a symlink to a folder that does not exist."""
+    shutil.rmtree(folder)
+    folder.symlink_to(folder.parent / ".gone" / folder.name)
 
 
 def _row(pairs: list[list[int]], pair: list[int]) -> int:
@@ -496,6 +511,9 @@ CASES: list[Case] = [
     ),
     Case("missing_poscar", "synthetic", _delete("POSCAR"), "POSCAR", None, "file not found"),
     Case("empty_folder", "synthetic", _empty_folder, ".", None, "empty folder (expected POSCAR, info.json"),
+    # -- the structure folder itself is not one (discover counts these as incomplete folders) --
+    Case("looping_symlink", "synthetic", _looping_symlink, ".", None, "a symlink that leads to no folder"),
+    Case("broken_symlink", "synthetic", _broken_symlink, ".", None, "a symlink that leads to no folder"),
     # -- faults in a copy of real DFT data (DeepH-dock's H2O; only when ../shared is present) --
     Case(
         "real_nan_entries",
@@ -515,6 +533,9 @@ CASES: list[Case] = [
         "block of pair [0, 0, 0, 0, 2] differs from the transpose of its mirror [0, 0, 0, 2, 0]",
     ),
 ]
+
+STRAY_FILE = "stray_file.txt"
+"""A regular file beside the structure folders: not a structure, reported as a warning by the walk."""
 
 VALID_BASES = {"synthetic": "valid_synthetic", "spinful": "valid_spinful", "real": "valid_real_h2o"}
 
@@ -538,6 +559,7 @@ def build_corpus(root: Path, deeph_dock: Path | None) -> Corpus:
         folder = dft / case.name
         shutil.copytree(bases[case.base], folder)
         case.breaks(folder)
+    (dft / STRAY_FILE).write_text("a regular file where a structure folder belongs\n")
     return Corpus(root=root, valid=[VALID_BASES[base] for base in bases], cases=cases)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from broken_corpus import (  # the fixture "broken_corpus" is used by name
     CASES,
+    STRAY_FILE,
     Corpus,
     broken_corpus_fixture,  # noqa: F401
     write_valid_structure,
@@ -243,14 +244,19 @@ def test_cli_discover_inputs_dir(
     assert main(["discover", "--inputs-dir", str(broken_corpus.root), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     manifest = read_manifest(out / "manifest.json")
-    incomplete = ["empty_folder", "missing_info_json", "missing_poscar"]
+    incomplete = ["broken_symlink", "empty_folder", "looping_symlink", "missing_info_json", "missing_poscar"]
     assert manifest.incomplete == incomplete
     assert "empty_folder" not in manifest.ids and "valid_synthetic" in manifest.ids
-    warnings = _lines(captured.err)
-    assert len(warnings) == 3 and all(
+    stray, *warnings = _lines(captured.err)
+    assert stray == (
+        f"hamflow: warning: {broken_corpus.root / 'dft' / STRAY_FILE}: not a folder (a structure or "
+        "data_dir_depth level must be one): ignored"
+    )
+    assert len(warnings) == 5 and all(
         line.startswith("hamflow: warning: skipping structure") for line in warnings
     )
-    assert "no info.json (a structure needs POSCAR and info.json)" in warnings[1]
+    assert "a symlink that leads to no folder (broken or looping)" in warnings[0]
+    assert "no info.json (a structure needs POSCAR and info.json)" in warnings[3]
     assert f"discovered {len(manifest.ids)} structures" in captured.out
     assert not (out / "dataset_split.json").exists()
 
@@ -293,7 +299,9 @@ def test_cli_discover_fail_policy_stops_on_incomplete_folders(
     toml.write_text(toml.read_text().replace('"skip"', '"fail"'))
     assert main(["discover", str(toml)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("hamflow: error: structure empty_folder:") and "(and 2 more)" in err
+    stray, error = _lines(err)
+    assert stray.startswith("hamflow: warning: ") and STRAY_FILE in stray
+    assert error.startswith("hamflow: error: structure broken_symlink:") and "(and 4 more)" in error
     assert not (tmp_path / "outputs" / "discover" / "manifest.json").exists()
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from training_setup import REPO, set_args, tiny_config, tiny_overrides
+from training_setup import REPO, h2o_inputs, set_args, tiny_config, tiny_overrides
 
 from hamflow.cli import main
 from hamflow.config.train_config import dump_train_config
-from hamflow.errors import ConfigError
+from hamflow.errors import ConfigError, DataError
 from hamflow.train import checkpoint as ckpt
 from hamflow.train import run as train_run
 
@@ -95,6 +95,17 @@ def test_resuming_checkpoints_of_another_split_is_refused(
     with pytest.raises(ConfigError, match=r"train_size/validate_size/test_size\] asks for a split \(train 6"):
         train_run.train(cfg, run_dir=tmp_path / "run")
     assert _sizes(tmp_path / "run" / "dataset_split.json") == (4, 4, 2)  # untouched
+
+
+# ------------------------------------------------------------------------------------ incomplete folders
+
+
+def test_training_fails_on_an_incomplete_structure_folder(jax_cache: Path, tmp_path: Path) -> None:
+    inputs = h2o_inputs(tmp_path / "inputs")
+    (inputs / "dft" / "h2o" / "empty").mkdir()
+    cfg = tiny_config(inputs, tmp_path, jax_cache, **{"data.dft.on_bad_structure": "fail"})
+    with pytest.raises(DataError, match=r"^structure h2o/empty: \.: empty folder"):
+        train_run.train(cfg, run_dir=tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------------ moving aside

@@ -3,9 +3,13 @@
 A structure folder sits exactly ``depth`` levels below ``dft/`` (``data.dft.data_dir_depth``):
 depth 0 is ``dft/<sid>``, depth 2 is ``dft/<t1>/<t2>/<sid>`` and the structure id is the relative
 path ``"t1/t2/sid"`` (always ``/``-separated). A folder is a structure when it holds both ``POSCAR``
-and ``info.json``; a folder at the structure level that lacks either is *incomplete*: it is not a
-structure id, but it is reported (never dropped silently). Names starting with ``.`` are skipped at
-every level (hidden folders, the temporary folders of atomic writes).
+and ``info.json``; a folder at the structure level that lacks either (an empty one too), or a
+symlink there that leads to no folder (broken or looping), is *incomplete*: it is not a structure
+id, but it is reported and ``[data.dft] on_bad_structure`` decides (``fail`` names it, ``skip``
+reports it) in discover, validate, graph and train alike. Any other entry that is not a folder (a
+regular file where a folder should be) is a *stray*, reported as a warning. Names starting with
+``.`` are skipped at every level (hidden folders, the temporary folders of atomic writes). Zero
+structures is an error, with a hint when structures sit at another depth (:func:`no_structures_error`).
 
 The walk uses ``os.scandir`` (directory type from the directory entry, no stat) and one ``stat``
 per marker file of each leaf folder, so 100,000 folders take well under a second of Python work
@@ -35,11 +39,14 @@ class DiscoveryResult:
     """What a walk of ``dft/`` found.
 
     ids:        sorted structure ids (folders holding POSCAR and info.json).
-    incomplete: sorted ids of folders at the structure level missing POSCAR and/or info.json.
+    incomplete: sorted ids of folders at the structure level missing POSCAR and/or info.json, and of
+                symlinks there that lead to no folder.
+    strays:     sorted relative paths of other entries that are not folders (regular files).
     """
 
     ids: list[str]
     incomplete: list[str]
+    strays: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,22 +74,35 @@ def _check_depth(depth: int) -> None:
         raise ConfigError("data.dft.data_dir_depth", f"= {depth!r} is not allowed: use a whole number >= 0")
 
 
-def _subfolders(path: str) -> list[str]:
-    """Names of the non-hidden sub-folders of ``path`` (symlinks to folders included)."""
-    names = []
+def _entries(path: str) -> tuple[list[str], list[str], list[str]]:
+    """Non-hidden entries of ``path``: (sub-folders incl. symlinks to folders, symlinks that lead to
+    no folder (broken or looping), other non-folders)."""
+    folders: list[str] = []
+    dead_links: list[str] = []
+    others: list[str] = []
     try:
         with os.scandir(path) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 try:
-                    if entry.is_dir():
-                        names.append(entry.name)
+                    is_dir = entry.is_dir()
                 except OSError:
-                    continue
+                    is_dir = False
+                if is_dir:
+                    folders.append(entry.name)
+                elif entry.is_symlink():
+                    dead_links.append(entry.name)
+                else:
+                    others.append(entry.name)
     except (NotADirectoryError, PermissionError):
-        return []
-    return names
+        return [], [], []
+    return folders, dead_links, others
+
+
+def _subfolders(path: str) -> list[str]:
+    """Names of the non-hidden sub-folders of ``path`` (symlinks to folders included)."""
+    return _entries(path)[0]
 
 
 def _is_structure(folder: str) -> bool:
@@ -108,20 +128,64 @@ def scan_dft_dir(dft_dir: str | Path, depth: int) -> DiscoveryResult:
     if not os.path.isdir(root):
         raise DataError("the DFT data folder does not exist (expected inputs_dir/dft/)", file=root)
     prefixes: list[str] = [""]
+    strays: list[str] = []
     for _ in range(depth):
-        prefixes = [
-            f"{prefix}{name}/" for prefix in prefixes for name in _subfolders(os.path.join(root, prefix))
-        ]
+        deeper = []
+        for prefix in prefixes:
+            folders, dead_links, others = _entries(os.path.join(root, prefix))
+            deeper += [f"{prefix}{name}/" for name in folders]
+            # a structure above the structure level holds files: the depth is wrong, not the files
+            if (dead_links or others) and not (prefix and _is_structure(os.path.join(root, prefix))):
+                strays += [prefix + name for name in dead_links + others]
+        prefixes = deeper
     ids: list[str] = []
     incomplete: list[str] = []
     for prefix in prefixes:
         parent = os.path.join(root, prefix)
-        for name in _subfolders(parent):
+        folders, dead_links, others = _entries(parent)
+        for name in folders:
             sid = prefix + name
             (ids if _is_structure(f"{parent}{name}") else incomplete).append(sid)
-    ids.sort()
-    incomplete.sort()
-    return DiscoveryResult(ids=ids, incomplete=incomplete)
+        incomplete += [prefix + name for name in dead_links]
+        strays += [prefix + name for name in others]
+    return DiscoveryResult(ids=sorted(ids), incomplete=sorted(incomplete), strays=sorted(strays))
+
+
+def depth_hint(dft_dir: str | Path, depth: int, *, max_depth: int = 4) -> str:
+    """``"; 12 structures are at depth 1: set [data.dft] data_dir_depth = 1"`` when structures sit at
+    another depth than ``depth`` (the nearest such depth up to ``max_depth``), else ``""``."""
+    others = sorted((d for d in range(max_depth + 1) if d != depth), key=lambda d: (abs(d - depth), d))
+    for other in others:
+        found = scan_dft_dir(dft_dir, other).ids
+        if found:
+            return (
+                f"; {len(found)} structure(s) are at depth {other} (e.g. {found[0]}): set [data.dft] "
+                f"data_dir_depth = {other} (--depth {other})"
+            )
+    return ""
+
+
+def no_structures_error(dft_dir: str | Path, depth: int, found: DiscoveryResult) -> DataError:
+    """The one-line error for a walk that found no structure, with a depth hint when one applies."""
+    seen = ""
+    if found.incomplete:
+        seen = f" ({len(found.incomplete)} incomplete folder(s) there, first {found.incomplete[0]})"
+    return DataError(
+        f"no structure folder (holding {' and '.join(STRUCTURE_MARKERS)}) at depth {depth}"
+        + seen
+        + depth_hint(dft_dir, depth),
+        file=dft_dir,
+    )
+
+
+def stray_reason(dft_dir: str | Path, path: str) -> str:
+    """The one-line warning for a non-folder where a folder belongs."""
+    return str(
+        DataError(
+            "not a folder (a structure or data_dir_depth level must be one): ignored",
+            file=Path(dft_dir) / path,
+        )
+    )
 
 
 def discover_structures(dft_dir: str | Path, depth: int) -> list[str]:
@@ -135,6 +199,10 @@ def discover_structures(dft_dir: str | Path, depth: int) -> list[str]:
 def incomplete_reason(dft_dir: str | Path, sid: str) -> str:
     """The one-line message for an incomplete folder: which marker files it lacks."""
     folder = Path(dft_dir) / sid
+    if folder.is_symlink() and not folder.is_dir():
+        return str(
+            DataError("a symlink that leads to no folder (broken or looping)", structure=sid, file=folder)
+        )
     missing = [marker for marker in STRUCTURE_MARKERS if not (folder / marker).is_file()]
     return str(
         DataError(

@@ -438,7 +438,10 @@ def validate_structure(
         problems.append(StructureProblem(sid=sid, file=file, key=key, reason=reason))
 
     if not path.is_dir():
-        report(FOLDER, None, f"structure folder not found ({path})")
+        if path.is_symlink():
+            report(FOLDER, None, f"a symlink that leads to no folder (broken or looping): {path}")
+        else:
+            report(FOLDER, None, f"structure folder not found ({path})")
         return problems
     try:
         present = set(os.listdir(path))

@@ -26,7 +26,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from hamflow.data.discover import discover_structures, shard_ids, structure_path
+from hamflow.data.discover import no_structures_error, scan_dft_dir, shard_ids, stray_reason, structure_path
 from hamflow.data.info import StructureInfo, read_info
 from hamflow.data.matrix_h5 import MATRIX_FILES
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE, load_structure
@@ -279,6 +279,18 @@ def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: in
     return [sid for sid in ids if sid in ok]
 
 
+def discovered_candidates(dft_dir: Path, depth: int) -> list[str]:
+    """Structure ids and incomplete folders under ``dft_dir`` (sorted): incomplete ones go through
+    validation like the others, so ``on_bad_structure`` fails on them or skips them with a report;
+    strays are logged. :class:`DataError` (with a depth hint) when there is no structure at all."""
+    found = scan_dft_dir(dft_dir, depth)
+    for stray in found.strays:
+        logger.warning("%s", stray_reason(dft_dir, stray))
+    if not found.ids:
+        raise no_structures_error(dft_dir, depth, found)
+    return sorted(found.ids + found.incomplete)
+
+
 def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
     """``inputs_dir/graph/<name>.<type>.<storage>.shard-K-of-N.h5`` (K 0-based)."""
     whole = store_path(
@@ -319,7 +331,7 @@ def build_graph_store(
         merged = ValidationReport.merge(reports)
         candidates = sorted(set(merged.ok) | set(merged.bad))
     else:
-        candidates = discover_structures(inputs_dir / "dft", cfg.data.dft.data_dir_depth)
+        candidates = discovered_candidates(inputs_dir / "dft", cfg.data.dft.data_dir_depth)
     if not candidates:
         raise DataError("no structures to build graphs of", file=inputs_dir / "dft")
     mine = shard_ids(candidates, shard[0], shard[1]) if shard is not None else candidates
