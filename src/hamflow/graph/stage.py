@@ -4,20 +4,29 @@ Steps of :func:`build_graph_store`:
 1. candidates: the given ids, the ids of validation reports, or discovery under ``inputs_dir/dft``;
 2. common basis: from the ``info.json`` of every candidate of the whole dataset that can be read
    (so all shards of one dataset agree), or ``data.graph.common_orbital_types``;
-3. reuse: a store at the output path whose fingerprint (structure ids + size/mtime of their files,
-   graph settings, basis, hamflow version) matches is returned as is; a mismatch is logged and rebuilt;
+3. reuse: under a lock on ``graph/.<store>.lock`` (a second build of the same store waits; stale
+   temporary files of a killed build are removed), a store at the output path whose fingerprint
+   (structure ids + size/mtime of their files, graph settings, basis, hamflow version) matches and
+   whose content digests check (a sample of :data:`REUSE_CHECKED` structures; training checks every
+   structure on first read) is returned as is; a mismatch is logged and rebuilt;
 4. validation (``data.dft.on_bad_structure``: fail or skip), unless reports already give the ok ids;
 5. parallel build (``data.graph.parallel_num`` joblib workers, progress bar, output in id order);
-6. atomic write of the store at ``inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5``.
+6. atomic write of the store at ``inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5``;
+   SIGTERM/SIGINT stop it with one line (:class:`GraphBuildInterrupted`), the workers are stopped
+   when it ends, however it ends, and OS errors name the path (``cannot write the graph store ...``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,9 +39,16 @@ from hamflow.data.discover import no_structures_error, scan_dft_dir, shard_ids, 
 from hamflow.data.info import StructureInfo, read_info
 from hamflow.data.matrix_h5 import MATRIX_FILES
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE, load_structure
-from hamflow.errors import ConfigError, DataError, HamflowError
+from hamflow.errors import ConfigError, DataError, HamflowError, os_errors
 from hamflow.graph.basis import CommonBasis, common_basis
-from hamflow.graph.store import StoreMeta, inputs_fingerprint, read_store_meta, store_path, write_store
+from hamflow.graph.store import (
+    GraphStore,
+    StoreMeta,
+    inputs_fingerprint,
+    read_store_meta,
+    store_path,
+    write_store,
+)
 from hamflow.graph.structure_graph import (
     DEFAULT_OVERLAP_THRESHOLD,
     StructureGraph,
@@ -46,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: Most structures handed to a worker at once (fewer, larger tasks amortise the process round trip).
 _MAX_CHUNK = 64
+#: Structures (evenly spaced) whose content digest is checked before an up-to-date store is reused;
+#: every other structure is checked when training first reads it (GraphStore.get).
+REUSE_CHECKED = 64
 
 
 def graph_dtype(float_type: str) -> np.dtype:
@@ -279,6 +298,94 @@ def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: in
     return [sid for sid in ids if sid in ok]
 
 
+class GraphBuildInterrupted(HamflowError):
+    """SIGTERM/SIGINT during a graph build: nothing was written, the temporary file is removed."""
+
+    def __init__(self, signum: int, out: Path) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"{signal.Signals(signum).name} received while building graph store {out}: nothing written "
+            "(its temporary file was removed); rerun to build it"
+        )
+
+
+@contextlib.contextmanager
+def _signals_interrupt(out: Path) -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into :class:`GraphBuildInterrupted` while the block runs, unless the caller
+    (``hamflow train``) handles them itself; outside the main thread nothing is installed."""
+    installed: dict[int, Any] = {}
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise GraphBuildInterrupted(signum, out)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                installed[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
+def stop_workers() -> None:
+    """Stop joblib's reusable worker processes now (they would idle on for loky's 10 s timeout, or
+    outlive a build stopped by a signal)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``graph/.<store>.lock`` (waiting for another build of the same
+    store to end) and yield True; yield False, unlocked, when the folder is read-only (a store there
+    can still be reused; a build then fails with its own line). Creates the graph folder."""
+    with os_errors("create the graph folder", out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out.parent / f".{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("graph store %s: waiting for another build of it to end", out)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the ``.<store>.*.tmp`` files a killed build of ``out`` left (call under :func:`build_lock`)."""
+    removed = []
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+            logger.warning("removed %s, left by a graph build that was killed", tmp)
+    return removed
+
+
+def altered_sample(path: Path, count: int = REUSE_CHECKED) -> list[str]:
+    """Ids among ``count`` evenly spaced structures of a store whose content differs from the digest
+    written at build time (all of them when the store cannot be read)."""
+    try:
+        with GraphStore.open(path, lazy=True) as store:
+            if not len(store):
+                return []
+            indices = sorted(set(np.linspace(0, len(store) - 1, min(count, len(store))).round().astype(int)))
+            return store.altered(indices)
+    except (DataError, OSError, KeyError, ValueError) as error:
+        return [f"(unreadable: {error})"]
+
+
 def discovered_candidates(dft_dir: Path, depth: int) -> list[str]:
     """Structure ids and incomplete folders under ``dft_dir`` (sorted): incomplete ones go through
     validation like the others, so ``on_bad_structure`` fails on them or skips them with a report;
@@ -352,6 +459,28 @@ def build_graph_store(
         raise ConfigError(error.key, error.problem, source=source) from None
     settings = graph_settings(cfg, basis, orbital_map)
     inputs = [(sid, structure_digest(structure_path(inputs_dir, sid), graph_type)) for sid in mine]
+    with build_lock(out) as locked:
+        if locked:
+            remove_stale_temporaries(out)
+        return _reuse_or_build(cfg, out, mine, reports, infos, basis, orbital_map, settings, inputs, progress)
+
+
+def _reuse_or_build(
+    cfg: Any,
+    out: Path,
+    mine: list[str],
+    reports: Sequence[Any] | None,
+    infos: Mapping[str, StructureInfo],
+    basis: CommonBasis,
+    orbital_map: dict[str, tuple[int, ...]],
+    settings: dict[str, Any],
+    inputs: list[tuple[str, str]],
+    progress: bool | None,
+) -> Path:
+    """The store at ``out`` if it is up to date and unaltered, else a new one built from ``mine``."""
+    graph = cfg.data.graph
+    graph_type = graph.graph_type
+    inputs_dir = Path(cfg.data.inputs_dir)
     fingerprint = inputs_fingerprint(settings, inputs)
     if out.exists():
         try:
@@ -359,10 +488,21 @@ def build_graph_store(
         except HamflowError as error:
             logger.warning("rebuilding graph store %s: the existing file is unusable (%s)", out, error)
         else:
-            if old.fingerprint == fingerprint:
+            altered = altered_sample(out) if old.fingerprint == fingerprint else []
+            if old.fingerprint == fingerprint and not altered:
                 logger.info("graph store %s is up to date (%d structures): reused", out, len(old.ids))
                 return out
-            logger.warning("rebuilding graph store %s: %s", out, _describe_mismatch(old, settings, inputs))
+            if altered:
+                logger.warning(
+                    "rebuilding graph store %s: structure %s differs from the content digest written at "
+                    "build time (altered or corrupt)",
+                    out,
+                    altered[0],
+                )
+            else:
+                logger.warning(
+                    "rebuilding graph store %s: %s", out, _describe_mismatch(old, settings, inputs)
+                )
 
     workers = resolve_parallel_num(graph.parallel_num)
     ok = _ok_ids(cfg, mine, reports, workers)
@@ -402,5 +542,10 @@ def build_graph_store(
         neighbour_cutoff=settings.get("neighbour_cutoff"),
         progress=progress,
     )
-    write_store(out, graphs, meta)
+    try:
+        with _signals_interrupt(out), os_errors("write the graph store", out):
+            write_store(out, graphs, meta)
+    finally:
+        if workers > 1:
+            stop_workers()
     return out

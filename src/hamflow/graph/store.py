@@ -8,7 +8,9 @@ Two storage types share one layout and one reader, :class:`GraphStore`:
 Structures are concatenated along the node and edge axes with offsets (CSR style); ``get(k)`` slices
 rows ``node_offsets[k]:node_offsets[k+1]`` and ``edge_offsets[k]:edge_offsets[k+1]``. The store also
 records what produced it: the settings and a fingerprint over the inputs (structure ids with a
-digest of their files), used to reuse an up-to-date store and to rebuild a stale one.
+digest of their files), used to reuse an up-to-date store and to rebuild a stale one, and a content
+digest of every structure's rows (``graphs/digests``, written at build time): :meth:`GraphStore.get`
+checks it the first time it reads a structure, so an altered store is refused, never trained on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from hamflow.graph.basis import CommonBasis
 from hamflow.graph.structure_graph import CARRIES_OVERLAP, LABEL_SOURCE, StructureGraph
 
 STORE_FORMAT = "hamflow-graph-store"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 STORAGE_TYPES: tuple[str, ...] = ("memory", "disk")
 
 #: Structures buffered before one append to the file (fewer, larger HDF5 writes).
@@ -135,6 +137,35 @@ _PER_NODE_ARRAYS: dict[str, tuple[tuple[int, ...], np.dtype]] = {
     "nodes/positions": ((3,), np.dtype(np.float64)),
 }
 
+#: the StructureGraph field stored in each per-node / per-edge dataset
+_FIELDS = {
+    "nodes/atomic_numbers": "atomic_numbers",
+    "nodes/positions": "positions",
+    "edges/src": "edge_src",
+    "edges/dst": "edge_dst",
+    "edges/shift": "edge_shift",
+    "edges/vec": "edge_vec",
+    "edges/label_mask": "label_mask",
+    "edges/labels": "labels",
+    "edges/overlap": "overlap",
+}
+
+
+def graph_digest(graph: StructureGraph, dtypes: Mapping[str, np.dtype]) -> str:
+    """blake2b (128 bit) hex over one structure's rows as stored (each array cast to ``dtypes[name]``)
+    and its lattice: the content digest written at build time and checked on read."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(dtypes):
+        array = np.ascontiguousarray(np.asarray(getattr(graph, _FIELDS[name]), dtype=dtypes[name]))
+        digest.update(f"{name}{array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(graph.lattice, dtype=np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+def _stored_dtypes(meta: StoreMeta) -> dict[str, np.dtype]:
+    return {name: dtype for name, (_, dtype) in {**_PER_NODE_ARRAYS, **_per_edge_arrays(meta)}.items()}
+
 
 class _Writer:
     """Appends structure graphs to growing HDF5 datasets, a buffer at a time."""
@@ -163,6 +194,8 @@ class _Writer:
         self.edge_offsets = [0]
         self.lattices: list[np.ndarray] = []
         self.ids: list[str] = []
+        self.digests: list[str] = []
+        self.dtypes = _stored_dtypes(meta)
         self.buffer: list[StructureGraph] = []
 
     def add(self, graph: StructureGraph) -> None:
@@ -177,6 +210,7 @@ class _Writer:
                 f"graph has no labels but the store is of type {self.meta.graph_type}", structure=graph.sid
             )
         self.ids.append(graph.sid)
+        self.digests.append(graph_digest(graph, self.dtypes))
         self.node_offsets.append(self.node_offsets[-1] + graph.num_nodes)
         self.edge_offsets.append(self.edge_offsets[-1] + graph.num_edges)
         self.lattices.append(np.asarray(graph.lattice, dtype=np.float64))
@@ -219,6 +253,7 @@ class _Writer:
         h.create_dataset("graphs/lattice", data=lattices)
         strings = h5py.string_dtype("utf-8")
         h.create_dataset("ids", data=np.array(self.ids, dtype=object), dtype=strings)
+        h.create_dataset("graphs/digests", data=np.array(self.digests, dtype=object), dtype=strings)
         h.create_dataset(
             "inputs/ids", data=np.array([s for s, _ in self.meta.inputs], dtype=object), dtype=strings
         )
@@ -339,6 +374,9 @@ class GraphStore:
         self._node_offsets = np.asarray(arrays["graphs/node_offsets"][()], dtype=np.int64)
         self._edge_offsets = np.asarray(arrays["graphs/edge_offsets"][()], dtype=np.int64)
         self._lattice = np.asarray(arrays["graphs/lattice"][()], dtype=np.float64)
+        self._digests = _strings(arrays["graphs/digests"])
+        self._dtypes = _stored_dtypes(meta)
+        self._verified: set[int] = set()
 
     @classmethod
     def open(cls, path: str | Path, *, lazy: bool | None = None) -> GraphStore:
@@ -352,7 +390,8 @@ class GraphStore:
             raise DataError(f"cannot open as HDF5 (truncated or corrupt?): {error}", file=path) from None
         try:
             meta = read_store_meta(path, handle)
-            names = ["graphs/node_offsets", "graphs/edge_offsets", "graphs/lattice", *_PER_NODE_ARRAYS]
+            names = ["graphs/node_offsets", "graphs/edge_offsets", "graphs/lattice", "graphs/digests"]
+            names += list(_PER_NODE_ARRAYS)
             names += list(_per_edge_arrays(meta))
             missing = [name for name in names if name not in handle]
             if missing:
@@ -394,7 +433,7 @@ class GraphStore:
         a = self._arrays
         labels = a["edges/labels"][edges] if "edges/labels" in a else None
         overlap = a["edges/overlap"][edges] if "edges/overlap" in a else None
-        return StructureGraph(
+        graph = StructureGraph(
             sid=self.meta.ids[index],
             atomic_numbers=a["nodes/atomic_numbers"][nodes],
             positions=a["nodes/positions"][nodes],
@@ -407,6 +446,30 @@ class GraphStore:
             label_mask=a["edges/label_mask"][edges],
             overlap=overlap,
         )
+        if index not in self._verified:
+            self._check_digest(index, graph)
+        return graph
+
+    def _check_digest(self, index: int, graph: StructureGraph) -> None:
+        """DataError unless the rows of structure ``index`` hash to the digest written at build time."""
+        if graph_digest(graph, self._dtypes) != self._digests[index]:
+            raise DataError(
+                "content differs from the digest written when the store was built (altered or corrupt): "
+                "delete the store and rebuild it with `hamflow graph TRAIN.toml`",
+                file=self.path,
+                structure=self.meta.ids[index],
+            )
+        self._verified.add(index)
+
+    def altered(self, indices: Sequence[int] | None = None) -> list[str]:
+        """Ids among ``indices`` (default: all) whose content differs from their build-time digest."""
+        bad = []
+        for index in range(len(self)) if indices is None else indices:
+            try:
+                self.get(int(index))
+            except DataError:
+                bad.append(self.meta.ids[int(index)])
+        return bad
 
     def __iter__(self) -> Iterator[StructureGraph]:
         for index in range(len(self)):
