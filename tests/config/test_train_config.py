@@ -420,6 +420,31 @@ def test_odd_parity_irreps_are_fine_for_sparrow_with_parity() -> None:
     assert cfg.model.advanced.net_irreps == "16x0e+8x1o+8x2e+4x3o+4x4e"
 
 
+@pytest.mark.parametrize(
+    ("irreps", "parity"),
+    [
+        ("16x0e+8x1o+8x2e+4x3o+4x4e", True),  # DeepH-pack's natural parity (the 1.0.x reference)
+        ("16x0e+8x1e+8x2e+4x3e+4x4e", False),  # the newer template's all-even irreps
+        ("16x0e+8x1o+8x1e+8x2e+4x2o+4x3o+4x3e+4x4e", True),  # both parities
+    ],
+)
+def test_net_irreps_with_a_given_basis_is_checked_by_the_readout_rule(irreps: str, parity: bool) -> None:
+    settings = {"data__graph__common_orbital_types": "s3p2d1", "model__advanced__consider_parity": parity}
+    cfg = parse_train_config(build(model__advanced__net_irreps=irreps, **settings))
+    assert cfg.model.advanced.net_irreps == irreps
+
+
+def test_net_irreps_that_cannot_build_a_block_is_one_line_with_a_working_value() -> None:
+    data = build(model__advanced__net_irreps="16x0e+8x1o+8x2e", data__graph__common_orbital_types="s3p2d1")
+    error = config_error(data, source="train.toml")
+    assert error.key == "model.advanced.net_irreps"
+    assert str(error).startswith(
+        'train.toml: [model.advanced.net_irreps] = "16x0e+8x1o+8x2e" cannot build 3e+4e'
+    )
+    assert "s3p2d1" in str(error) and "a working value:" in str(error)
+    assert parse_train_config(build(model__advanced__net_irreps="16x0e+8x1o+8x2e"))  # basis unknown yet
+
+
 @pytest.mark.parametrize("text", ["16x0q", "banana", "16x0e+", "8x-1e", "0x0e"])
 def test_net_irreps_must_parse_as_e3nn_irreps(text: str) -> None:
     error = config_error(build(model__advanced__net_irreps=text))

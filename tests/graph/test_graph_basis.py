@@ -8,7 +8,7 @@ import pytest
 
 from hamflow.errors import ConfigError
 from hamflow.graph.basis import CommonBasis, common_basis, element_slots, parse_orbital_types
-from hamflow.graph.irreps import check_net_irreps, default_net_irreps, required_block_irreps
+from hamflow.graph.irreps import check_net_irreps, default_net_irreps, reachable_irreps, required_block_irreps
 
 
 def test_union_rule_takes_the_largest_shell_count_per_l():
@@ -88,15 +88,44 @@ def test_default_multiplicity_grows_with_the_shell_pairs_needing_an_irrep():
     )
 
 
-def test_check_net_irreps_names_what_is_missing():
+def test_check_net_irreps_names_what_is_missing_and_a_working_value():
     basis = parse_orbital_types("s2p2d1")
-    with pytest.raises(ConfigError, match=r"model\.advanced\.net_irreps.*lacks .*3o.*4e"):
+    # lmax 2: the readout's products with 1o reach L = 3 at most, d-d needs 4e.
+    with pytest.raises(
+        ConfigError, match=r"model\.advanced\.net_irreps.*cannot build 4e, .*s2p2d1.*working value"
+    ):
         check_net_irreps("64x0e+32x1o+32x1e+16x2e+16x2o", basis, consider_parity=True)
-    with pytest.raises(ConfigError, match=r"odd irreps \(1o\)"):
+    with pytest.raises(ConfigError, match=r"odd-parity irreps \(1o\)"):
         check_net_irreps("64x0e+32x1o+16x2e+8x3e+8x4e", basis, consider_parity=False)
     with pytest.raises(ConfigError, match="not an irreps string"):
         check_net_irreps("64 scalars", basis, consider_parity=True)
+    with pytest.raises(ConfigError, match="no even scalar"):
+        check_net_irreps("8x1o+8x2e", basis, consider_parity=True)
+    with pytest.raises(ConfigError, match=r"cannot build 1o\+2o\+3o"):  # no channel of odd l at all
+        check_net_irreps("8x0e+8x2e+8x4e", basis, consider_parity=True)
     check_net_irreps("8x0e+8x1e+8x2e+8x3e+8x4e", basis, consider_parity=False)
+
+
+@pytest.mark.parametrize(
+    ("irreps", "parity"),
+    [
+        ("64x0e+32x1o+16x2e+8x3o+8x4e", True),  # DeepH-pack's documented sparrow irreps
+        ("16x0e+8x1o+8x2e+4x3o+4x4e", True),
+        ("16x0e+8x1e+8x2e+4x3e+4x4e", False),  # the newer template: all even, no parity
+        ("16x0e+8x1o+8x1e+8x2e+4x2o+4x3o+4x3e+4x4e", True),  # both parities (config/train.toml)
+    ],
+)
+def test_natural_even_and_both_parity_irreps_are_accepted(irreps, parity):
+    for text in ("s3p2d1", "s2p2d2", "s1p1"):
+        result = check_net_irreps(irreps, parse_orbital_types(text), consider_parity=parity)
+        assert result == e3nn.Irreps(irreps).regroup()
+    assert check_net_irreps(irreps, (2, 0, 1, 0), consider_parity=parity)  # shell order does not matter
+
+
+def test_natural_parity_irreps_reach_the_unnatural_block_irreps():
+    reached = reachable_irreps(e3nn.Irreps("16x0e+8x1o+8x2e+4x3o+4x4e"))
+    for needed in ("1e", "2o", "3e"):  # p-p, p-d and d-d blocks
+        assert e3nn.Irrep(needed) in reached
 
 
 def test_slots_place_every_orbital_once():

@@ -266,43 +266,32 @@ def check_system(system: SystemConfig, source: Path | None = None) -> None:
     _resourced(lambda: parse_device(system.device), source)
 
 
-def check_net_irreps(text: str, *, consider_parity: bool, net_type: str, source: Path | None = None) -> None:
-    """``net_irreps`` must parse as e3nn Irreps with channels, and be even-only without parity / for eagle.
+def check_net_irreps(
+    text: str,
+    *,
+    consider_parity: bool,
+    net_type: str,
+    common_orbital_types: str = "",
+    source: Path | None = None,
+) -> None:
+    """``net_irreps`` by the one rule of :func:`hamflow.graph.irreps.check_net_irreps`.
 
-    ``""`` is accepted (the network derives its irreps from the common orbital basis).
+    ``""`` is accepted (derived from the common orbital basis). Without a basis (``common_orbital_types
+    = ""``: the union of the dataset, known once the data are read) only the syntax, the even scalar and
+    the parities are checked here; with one, also that the readout can build every block.
     """
-    key = "model.advanced.net_irreps"
     if not text.strip():
         return
-    import e3nn_jax
+    from hamflow.graph.irreps import check_net_irreps as check_with_basis
+    from hamflow.graph.irreps import parse_net_irreps
 
-    try:
-        irreps = e3nn_jax.Irreps(text)
-    except (ValueError, TypeError, AssertionError) as error:
-        detail = " ".join(str(error).split())
-        raise ConfigError(
-            key,
-            f'= {toml_repr(text)} is not an e3nn Irreps string ({detail}); allowed: e.g. "64x0e+32x1o+16x2e"',
-            source=source,
-        ) from None
-    if irreps.dim == 0:
-        raise ConfigError(
-            key, f"= {toml_repr(text)} has no channels; allowed: at least one irrep", source=source
+    if common_orbital_types.strip():
+        basis = parse_orbital_types(common_orbital_types)
+        _resourced(
+            lambda: check_with_basis(text, basis, consider_parity=consider_parity, net_type=net_type), source
         )
-    odd = [str(ir) for _, ir in irreps if ir.p == -1]
-    if odd:
-        if net_type == "eagle":
-            reason = 'model.net_type = "eagle" takes even-parity irreps only'
-        elif not consider_parity:
-            reason = "model.advanced.consider_parity = false allows even-parity irreps only"
-        else:
-            return
-        raise ConfigError(
-            key,
-            f"= {toml_repr(text)} has odd-parity irreps ({', '.join(dict.fromkeys(odd))}) but {reason}; "
-            'allowed: irreps ending in "e" (e.g. "64x0e+32x1e+16x2e")',
-            source=source,
-        )
+    else:
+        _resourced(lambda: parse_net_irreps(text, consider_parity=consider_parity, net_type=net_type), source)
 
 
 def _check_graph(cfg: TrainConfig, source: Path | None) -> None:
@@ -347,6 +336,7 @@ def _check_model(cfg: TrainConfig, source: Path | None) -> None:
         advanced.net_irreps,
         consider_parity=advanced.consider_parity,
         net_type=model.net_type,
+        common_orbital_types=cfg.data.graph.common_orbital_types,
         source=source,
     )
 

@@ -1,19 +1,25 @@
-"""Irreps the network needs for a common orbital basis, the default ``net_irreps``, and its check.
+"""The one ``net_irreps`` rule: irreps the blocks of a common orbital basis need, the default, the check.
 
 A block between a shell of angular momentum l1 (atom i) and one of l2 (atom j) transforms as
-D^{l1} x D^{l2} = sum over L = |l1-l2|..l1+l2 of D^L, each with parity (-1)^(l1+l2). The output head
-reads one copy of every such L per ordered shell pair, so the network's features must carry each
-(L, parity) at least once; the highest L is 2 x the highest l of the basis. Without parity
-(``consider_parity = false``) every irrep is even.
+D^{l1} x D^{l2} = sum over L = |l1-l2|..l1+l2 of D^L, each with parity (-1)^(l1+l2); without parity
+(``consider_parity = false``) every irrep is even. The readout (hamflow.nn.block_head.BlockReadout)
+builds each block irrep from the features' irreps and from their products with the features' lowest
+non-scalar irreps (:func:`reachable_irreps`), so the features need not carry every (L, parity)
+themselves: DeepH-pack's natural-parity irreps (parity (-1)^L only) are enough.
+
+:func:`check_net_irreps` is used by ``hamflow check-config`` (when ``common_orbital_types`` is
+given), by training once the dataset's basis is known, and by ``hamflow.nn.model.build_model``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 import e3nn_jax as e3nn
 
+from hamflow.config.schema import toml_repr
 from hamflow.errors import ConfigError
 from hamflow.graph.basis import CommonBasis
 
@@ -82,41 +88,107 @@ def default_net_irreps(basis: CommonBasis, *, consider_parity: bool, net_type: s
     return str(e3nn.Irreps(parts))
 
 
-def parse_net_irreps(net_irreps: str) -> e3nn.Irreps:
-    """Parse an irreps string; :class:`ConfigError` (key model.advanced.net_irreps) if it is not one."""
+def parse_net_irreps(net_irreps: str, *, consider_parity: bool, net_type: str = "sparrow") -> e3nn.Irreps:
+    """The regrouped (sorted, merged) irreps of a ``net_irreps`` string, checked without the basis.
+
+    Raises :class:`ConfigError` (key model.advanced.net_irreps) when the text is not an e3nn irreps
+    string, has no even scalar (0e, the gates and radial weights need one), or has odd irreps although
+    ``consider_parity`` is false or the network is eagle (even-parity only).
+    """
     try:
-        irreps = e3nn.Irreps(net_irreps)
+        irreps = e3nn.Irreps(net_irreps).regroup()
     except (ValueError, TypeError, AssertionError) as error:
+        detail = " ".join(str(error).split())
         raise ConfigError(
-            NET_IRREPS_KEY, f"= {net_irreps!r} is not an irreps string such as '64x0e+32x1o+16x2e' ({error})"
+            NET_IRREPS_KEY,
+            f"= {toml_repr(net_irreps)} is not an irreps string ({detail}); "
+            'allowed: e.g. "64x0e+32x1o+16x2e+8x3o+8x4e"',
         ) from None
-    if irreps.dim == 0:
-        raise ConfigError(NET_IRREPS_KEY, f"= {net_irreps!r} has no channels")
+    if irreps.filter(keep=["0e"]).dim == 0:
+        raise ConfigError(
+            NET_IRREPS_KEY,
+            f"= {toml_repr(net_irreps)} has no even scalar channel; allowed: irreps with at least one 0e "
+            '(e.g. "64x0e+32x1o+16x2e")',
+        )
+    odd = list(dict.fromkeys(str(ir) for _, ir in irreps if ir.p == -1))
+    name = _NET_TYPE_ALIASES.get(net_type, net_type)
+    if odd and (name == "eagle" or not consider_parity):
+        reason = (
+            'model.net_type = "eagle" takes even-parity irreps only'
+            if name == "eagle"
+            else "model.advanced.consider_parity = false allows even-parity irreps only"
+        )
+        raise ConfigError(
+            NET_IRREPS_KEY,
+            f"= {toml_repr(net_irreps)} has odd-parity irreps ({', '.join(odd)}) but {reason}; "
+            'allowed: irreps ending in "e" (e.g. "64x0e+32x1e+16x2e+8x3e+8x4e")',
+        )
     return irreps
 
 
-def check_net_irreps(net_irreps: str, basis: CommonBasis, *, consider_parity: bool) -> None:
-    """Check a user-given ``net_irreps`` carries every (L, parity) the blocks of ``basis`` need.
+def readout_vector_irreps(features: e3nn.Irreps) -> list[e3nn.Irrep]:
+    """The irreps of lowest l > 0 among ``features`` (usually 1o and/or 1e); [] when all are scalars.
 
-    Without parity odd irreps are not allowed. Raises :class:`ConfigError` naming what is missing.
+    The block readout (:class:`hamflow.nn.block_head.BlockReadout`) multiplies a projection of the
+    features with a projection onto these irreps, channel by channel.
     """
-    irreps = parse_net_irreps(net_irreps)
-    present = {(mul_ir.ir.l, mul_ir.ir.p) for mul_ir in irreps if mul_ir.mul > 0}
-    if not consider_parity:
-        odd = sorted({f"{l}o" for l, p in present if p == -1})
-        if odd:
-            raise ConfigError(
-                NET_IRREPS_KEY,
-                f"= {net_irreps!r} has odd irreps ({', '.join(odd)}) but model.advanced.consider_parity "
-                "is false: use even irreps only (e.g. 1e instead of 1o)",
-            )
-    needed = required_block_irreps(basis, consider_parity=consider_parity)
-    missing = [str(mul_ir.ir) for mul_ir in needed if (mul_ir.ir.l, mul_ir.ir.p) not in present]
+    nonscalar = [ir for _, ir in e3nn.Irreps(features) if ir.l > 0]
+    if not nonscalar:
+        return []
+    lowest = min(ir.l for ir in nonscalar)
+    return sorted({ir for ir in nonscalar if ir.l == lowest})
+
+
+def reachable_irreps(features: e3nn.Irreps) -> set[e3nn.Irrep]:
+    """Every irrep the block readout can produce from features with irreps ``features``.
+
+    The readout is y = Linear([f, a (x) v]): the features' own irreps, plus every irrep of the product
+    of each feature irrep with the lowest non-scalar irreps v (e.g. with natural parity
+    0e+1o+2e+3o+4e and v = 1o: 1e = 1o x 1o, 2o = 2e x 1o, 3e = 3o x 1o, ...).
+    """
+    distinct = sorted({ir for _, ir in e3nn.Irreps(features)})
+    vectors = readout_vector_irreps(e3nn.Irreps(features))
+    return set(distinct) | {out for ir in distinct for v in vectors for out in ir * v}
+
+
+def _block_irreps_needed(shell_ls: Sequence[int], *, consider_parity: bool) -> list[e3nn.Irrep]:
+    """Distinct irreps (sorted) the blocks of the shells ``shell_ls`` need."""
+    counts = _block_irrep_counts(CommonBasis(tuple(sorted(shell_ls))), consider_parity=consider_parity)
+    return sorted(e3nn.Irrep(big_l, p) for big_l, p in counts)
+
+
+def check_net_irreps(
+    net_irreps: str | e3nn.Irreps,
+    basis: CommonBasis | Sequence[int],
+    *,
+    consider_parity: bool,
+    net_type: str = "sparrow",
+) -> e3nn.Irreps:
+    """The one rule for ``net_irreps``: parse it, then check the readout can build every block of ``basis``.
+
+    ``basis`` is the common orbital basis (or its shell l values in any order). Accepted: any irreps
+    from which :func:`reachable_irreps` covers every (L, parity) of the blocks, e.g. DeepH-pack's
+    natural-parity ``64x0e+32x1o+16x2e+8x3o+8x4e`` with ``consider_parity = true``, all-even irreps
+    with ``false``, and the defaults of :func:`default_net_irreps`. Returns the regrouped irreps;
+    raises :class:`ConfigError` naming the missing irreps and a working value.
+    """
+    text = str(net_irreps)
+    irreps = parse_net_irreps(text, consider_parity=consider_parity, net_type=net_type)
+    shells = tuple(int(l) for l in (basis.shell_ls if isinstance(basis, CommonBasis) else basis))
+    missing = [
+        ir
+        for ir in _block_irreps_needed(shells, consider_parity=consider_parity)
+        if ir not in reachable_irreps(irreps)
+    ]
     if missing:
-        default = default_net_irreps(basis, consider_parity=consider_parity, net_type="sparrow")
+        common = CommonBasis(tuple(sorted(shells)))
+        vectors = readout_vector_irreps(irreps)
+        via = f" and their products with {'+'.join(map(str, vectors))}" if vectors else ""
+        working = default_net_irreps(common, consider_parity=consider_parity, net_type=net_type)
         raise ConfigError(
             NET_IRREPS_KEY,
-            f"= {net_irreps!r} lacks {', '.join(missing)}, needed by the orbital basis "
-            f"{basis.to_string()} (blocks up to L = {2 * basis.max_l}); "
-            f"the default would be {default!r}",
+            f"= {toml_repr(text)} cannot build {'+'.join(map(str, missing))}, needed by the blocks of the "
+            f"orbital basis {common.to_string()} (the readout reaches the irreps of net_irreps{via}); "
+            f"a working value: {toml_repr(working)}",
         )
+    return irreps

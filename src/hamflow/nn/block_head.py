@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from hamflow.errors import ConfigError
+from hamflow.graph.irreps import check_net_irreps, readout_vector_irreps
 from hamflow.nn.layers import permute_last, regroup, regroup_index, tensor_product_mul1
 
 # Order of the spinful copies in the readout: real and imaginary part of uu, ud, du, dd.
@@ -146,32 +146,12 @@ def assemble_spinful_blocks(x: e3nn.IrrepsArray, shell_ls: Sequence[int]) -> jnp
     return jnp.concatenate([top, bottom], axis=-2)
 
 
-def _readout_vector_irreps(features: e3nn.Irreps) -> list[e3nn.Irrep]:
-    """The irreps of lowest l > 0 among the features (usually 1o and/or 1e); [] when all are scalars."""
-    nonscalar = [ir for _, ir in features if ir.l > 0]
-    if not nonscalar:
-        return []
-    lowest = min(ir.l for ir in nonscalar)
-    return sorted({ir for ir in nonscalar if ir.l == lowest})
-
-
 def check_readout_reachable(net_irreps: e3nn.Irreps, shell_ls: Sequence[int], *, parity: bool) -> None:
     """Raise ConfigError when the readout cannot form every irrep that the basis's blocks need.
 
-    Available: the feature irreps and their products with the lowest non-scalar irreps (see BlockReadout).
+    The rule is :func:`hamflow.graph.irreps.check_net_irreps` (the one place it is written).
     """
-    distinct = sorted({ir for _, ir in net_irreps})
-    vectors = _readout_vector_irreps(e3nn.Irreps(net_irreps))
-    available = set(distinct) | {out for ir in distinct for v in vectors for out in ir * v}
-    needed = {ir for _, ir in output_irreps(shell_ls, parity=parity)}
-    missing = sorted(needed - available)
-    if missing:
-        shown = "+".join(str(ir) for ir in missing)
-        raise ConfigError(
-            "model.advanced.net_irreps",
-            f"= '{net_irreps}' cannot produce the irreps {shown} that the orbital basis "
-            f"(shell l values {list(shell_ls)}) needs; add higher l or the missing parities",
-        )
+    check_net_irreps(str(net_irreps), tuple(shell_ls), consider_parity=parity)
 
 
 class BlockReadout(nn.Module):
@@ -194,7 +174,7 @@ class BlockReadout(nn.Module):
         needed = e3nn.Irreps([(1, ir) for ir in sorted({ir for _, ir in target})])
         k = self.tp_channels
         parts = [features]
-        vectors = _readout_vector_irreps(features.irreps)
+        vectors = readout_vector_irreps(features.irreps)
         if vectors:
             distinct = e3nn.Irreps([(k, ir) for ir in sorted({ir for _, ir in features.irreps})])
             left = e3nn.flax.Linear(distinct, force_irreps_out=True, name="left")(features).mul_to_axis(k)

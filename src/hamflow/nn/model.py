@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,8 @@ import numpy as np
 
 from hamflow.errors import ConfigError
 from hamflow.graph.batch import GraphBatch
-from hamflow.nn.block_head import BlockReadout, check_readout_reachable
+from hamflow.graph.irreps import check_net_irreps
+from hamflow.nn.block_head import BlockReadout
 from hamflow.nn.eagle import Eagle
 from hamflow.nn.sparrow import Sparrow
 
@@ -51,27 +51,6 @@ def _cast_floats(dtype: Any):
         return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
     return cast
-
-
-def parse_net_irreps(net_irreps: str, *, consider_parity: bool, net_type: str) -> e3nn.Irreps:
-    """The regrouped e3nn.Irreps of ``net_irreps``; ConfigError for bad syntax or forbidden parities."""
-    key = "model.advanced.net_irreps"
-    try:
-        irreps = e3nn.Irreps(net_irreps).regroup()
-    except (ValueError, AssertionError) as error:
-        raise ConfigError(
-            key, f"= {net_irreps!r} is not an irreps string like '32x0e+16x1o+8x2e' ({error})"
-        ) from None
-    if irreps.dim == 0 or irreps.filter(keep=["0e"]).dim == 0:
-        raise ConfigError(key, f"= {net_irreps!r} needs at least one even scalar (0e) channel")
-    odd = [str(ir) for _, ir in irreps if ir.p == -1]
-    if odd and not consider_parity:
-        raise ConfigError(
-            key,
-            f"= {net_irreps!r} has odd-parity irreps ({'+'.join(odd)}); with consider_parity = false "
-            f"({net_type}) every irrep must be even (e.g. '64x0e+32x1e+16x2e')",
-        )
-    return irreps
 
 
 def build_model(
@@ -110,8 +89,7 @@ def build_model(
         raise ConfigError(
             "data.graph.common_orbital_types", f"= {list(shell_ls)!r}; needs shells with l >= 0"
         )
-    irreps = parse_net_irreps(net_irreps, consider_parity=consider_parity, net_type=net_type)
-    check_readout_reachable(irreps, shells, parity=consider_parity)
+    irreps = check_net_irreps(net_irreps, shells, consider_parity=consider_parity, net_type=kind)
 
     backbone_class = Sparrow if kind == "sparrow" else Eagle
     backbone = backbone_class(
