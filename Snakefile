@@ -12,7 +12,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is loaded by workflow/rules/common.smk (which names the file and line of a YAML
+# syntax error first), then checked against workflow/schemas/config.schema.yaml
 
 
 report: "workflow/report/workflow.rst"

@@ -38,6 +38,35 @@ from hamflow.errors import HamflowError
 from hamflow.graph.structure_graph import required_quantities
 
 CONFIG_SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
+PIPELINE_CONFIG = "config/config.yaml"
+
+
+def check_yaml_syntax(path):
+    """Raise WorkflowError naming the file, line and column of a YAML syntax error (Snakemake's own
+    message names neither); a missing file is left to the configfile directive."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(
+            str(error.problem or error.context or "not valid YAML").split()
+        )
+        raise WorkflowError(f"{path}{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:
+        raise WorkflowError(
+            f"{path}: YAML syntax error: {' '.join(str(error).split())}"
+        ) from None
+
+
+check_yaml_syntax(PIPELINE_CONFIG)
+
+
+configfile: PIPELINE_CONFIG
 
 
 def check_config(cfg, schema_path):
