@@ -155,7 +155,6 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
         apply_fn,
         optimizer,
         normaliser,
-        lr_fn,
         loss_type=cfg.model.loss_type,
         standardize_gauge=cfg.model.advanced.standardize_gauge,
         spinful=bool(store.meta.spinful),
@@ -165,11 +164,12 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
     jit_train = jax.jit(train_step, donate_argnums=0)
 
     t0 = time.perf_counter()
-    lowered = jit_train.lower(state, device_batches[0])
+    rate = jnp.asarray(lr_fn(0), jnp.float32)
+    lowered = jit_train.lower(state, device_batches[0], rate)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    state, metrics = compiled(state, device_batches[0])
+    state, metrics = compiled(state, device_batches[0], rate)
     jax.block_until_ready(state)
     first_step_s = time.perf_counter() - t2
     losses = [float(metrics.loss)]
@@ -177,7 +177,7 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
     step_times = []
     for n in range(steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, device_batches[(n + 1) % len(device_batches)])
+        state, metrics = compiled(state, device_batches[(n + 1) % len(device_batches)], rate)
         jax.block_until_ready(state)
         step_times.append(time.perf_counter() - start)
         losses.append(float(metrics.loss))

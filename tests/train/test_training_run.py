@@ -161,10 +161,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     def poisoned_make_steps(*args, **kwargs):
         train_step, eval_step = real_make_steps(*args, **kwargs)
 
-        def step(state, batch):
+        def step(state, batch, rate):
             import jax.numpy as jnp
 
-            new_state, metrics = train_step(state, batch)
+            new_state, metrics = train_step(state, batch, rate)
             # from the 4th step on (epoch 2 with 3 batches per epoch) the loss is NaN
             bad = new_state.step > 3
             return new_state, metrics._replace(loss=jnp.where(bad, jnp.nan, metrics.loss))

@@ -224,6 +224,13 @@ class TrainProcessConfig:
     compilation_cache_dir: str = option(
         "", allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path'
     )
+    # hamflow addition: exponential moving average of the weights (validation, best/latest saves and
+    # inference use the average; the optimizer keeps its own weights). 0 = off, DeepH-pack's behaviour.
+    ema_decay: float = option(
+        0.0,
+        check=lambda v: 0.0 <= v < 1.0,
+        allowed="a number in [0, 1): 0 switches the moving average off, e.g. 0.999 averages ~1000 steps",
+    )
     dataloader: DataloaderConfig = section(DataloaderConfig)
     optimizer: OptimizerConfig = section(OptimizerConfig)
     scheduler: SchedulerConfig = section(parser=_parse_scheduler, dumper=_dump_scheduler)

@@ -41,7 +41,7 @@ from hamflow.train.saved_model import (
     load_params,
     resolve_model_dir,
 )
-from hamflow.train.step import StepMetrics, TrainState, make_optimizer, make_steps
+from hamflow.train.step import StepMetrics, TrainState, init_opt_state, make_optimizer, make_steps
 
 LOG = logging.getLogger("hamflow")
 
@@ -452,7 +452,6 @@ def train(
     )
     from hamflow.train.schedules import (
         learning_rate_scale,
-        learning_rate_schedule,
         plateau_init,
         plateau_update,
         schedule_ends_training,
@@ -573,9 +572,6 @@ def train(
         total_steps = tcfg.max_epoch * steps_per_epoch
         sched = tcfg.scheduler
         validate_against_run(sched, total_steps=total_steps)
-        lr_fn = learning_rate_schedule(
-            sched, init_learning_rate=tcfg.optimizer.init_learning_rate, total_steps=total_steps
-        )
         scale_fn = learning_rate_scale(
             sched, init_learning_rate=tcfg.optimizer.init_learning_rate, total_steps=total_steps
         )
@@ -607,7 +603,10 @@ def train(
 
         optimizer = make_optimizer(tcfg.optimizer)
         state = TrainState(
-            params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.ones((), jnp.float32)
+            params,
+            init_opt_state(optimizer, params, ema_decay=tcfg.ema_decay),
+            jnp.zeros((), jnp.int32),
+            jnp.ones((), jnp.float32),
         )
         plateau = plateau_init()
         epoch = 0
@@ -656,10 +655,10 @@ def train(
             apply_fn,
             optimizer,
             normaliser,
-            lr_fn,
             loss_type=cfg.model.loss_type,
             standardize_gauge=cfg.model.advanced.standardize_gauge,
             spinful=spec.spinful,
+            ema_decay=tcfg.ema_decay,
         )
         replicated = NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec())
         state = jax.device_put(state, replicated)
@@ -668,6 +667,10 @@ def train(
         compiled_train, compiled_eval = _compile_buckets(
             jit_train, jit_eval, state, train_batcher, val_batcher, aot=tcfg.ahead_of_time_compile
         )
+
+        # the schedule runs on the host, beside the compiled step: its rate is a runtime argument, so
+        # a changed schedule, learning rate or max_epoch reuses the compiled programs
+        host_step = int(state.step)
 
         # ---- loop: from here a signal is only recorded, and the loop saves a checkpoint and stops
         flag.raise_in = None
@@ -679,12 +682,15 @@ def train(
                 epoch_index = epoch + 1
                 batches = epoch_batches(plan, seed=cfg.system.random_seed, epoch=epoch_index, shuffle=True)
                 step_metrics: list[StepMetrics] = []
+                rates = _epoch_rates(tcfg, host_step, len(batches) - partial["batches_done"], total_steps)
                 bar = _progress(cfg, len(batches), epoch_index, partial["batches_done"])
                 for position in range(partial["batches_done"], len(batches)):
                     bucket, members = batches[position]
+                    rate = rates[position - partial["batches_done"]]
                     state, metrics = compiled_train[bucket](
-                        state, train_batcher.device_batch(bucket, members)
+                        state, train_batcher.device_batch(bucket, members), rate
                     )
+                    host_step += 1
                     step_metrics.append(metrics)
                     if bar is not None:
                         bar.update(1)
@@ -771,6 +777,20 @@ def train(
         handler.close()
         if lock is not None:
             lock.release()
+
+
+def _epoch_rates(tcfg: Any, first_step: int, count: int, total_steps: int) -> np.ndarray:
+    """The schedule's learning rate (float32, (count,)) for optimizer steps first_step, ...: numpy,
+    the formulas of ``hamflow schedule`` (the plateau scale is applied inside the step)."""
+    from hamflow.train.schedules import schedule_table
+
+    table = schedule_table(
+        tcfg.scheduler,
+        init_learning_rate=tcfg.optimizer.init_learning_rate,
+        total_steps=total_steps,
+        steps=range(first_step, first_step + count),
+    )
+    return np.asarray([rate for _, rate in table], dtype=np.float32)
 
 
 def _count(params: Any) -> int:
@@ -880,13 +900,14 @@ def _compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, 
     abstract_state = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
     )
+    rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=state.step.sharding)
     jobs = []
     for bucket in range(len(train_batcher.plan.shapes)):
         jobs.append(
             (
                 "train",
                 bucket,
-                lambda b=bucket: jit_train.lower(abstract_state, example(train_batcher, b)).compile(),
+                lambda b=bucket: jit_train.lower(abstract_state, example(train_batcher, b), rate).compile(),
             )
         )
     if val_batcher is not None:

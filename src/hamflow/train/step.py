@@ -30,6 +30,35 @@ class TrainState(NamedTuple):
     plateau_scale: jnp.ndarray
 
 
+class AveragedState(NamedTuple):
+    """Optimizer state when the weights are averaged (``process.train.ema_decay`` > 0).
+
+    inner: the optimizer's own state; raw_params: the weights the optimizer updates (gradients are
+    taken there). ``TrainState.params`` then holds their exponential moving average, which is what
+    validation, the saved models and inference use. Stored with the optimizer state, so a resumed
+    run continues both exactly.
+    """
+
+    inner: Any
+    raw_params: Any
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, params: Any, *, ema_decay: float) -> Any:
+    """The optimizer state for ``params``: plain, or :class:`AveragedState` when ema_decay > 0."""
+    if ema_decay > 0:
+        return AveragedState(
+            optimizer.init(params), jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), params)
+        )
+    return optimizer.init(params)
+
+
+def ema_weight(decay: float, step: jnp.ndarray) -> jnp.ndarray:
+    """Weight of the old average at optimizer step ``step`` (0-based): min(decay, (1 + t) / (10 + t)),
+    the usual warm-up so that early averages are not dominated by the random initial weights."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
+
+
 class StepMetrics(NamedTuple):
     """Per-step sums (device arrays, fetched once per epoch).
 
@@ -126,17 +155,21 @@ def make_steps(
     apply_fn: Callable,
     optimizer: optax.GradientTransformation,
     normaliser: Normaliser,
-    learning_rate_fn: Callable[[jnp.ndarray], jnp.ndarray],
     *,
     loss_type: str,
     standardize_gauge: bool,
     spinful: bool,
+    ema_decay: float = 0.0,
 ) -> tuple[Callable, Callable]:
     """(train_step, eval_step), both pure and jittable.
 
-    train_step(state, stacked_batch) -> (state, StepMetrics); eval_step(params, stacked_batch) ->
-    StepMetrics. ``apply_fn(params, batch)`` returns the network's raw blocks (E, B, B).
-    learning_rate_fn(step) is the schedule's rate; the plateau scale multiplies it.
+    train_step(state, stacked_batch, learning_rate) -> (state, StepMetrics); eval_step(params,
+    stacked_batch) -> StepMetrics. ``apply_fn(params, batch)`` returns the network's raw blocks
+    (E, B, B). ``learning_rate`` (float32 scalar) is the schedule's rate for this step, computed by
+    the caller: it is a runtime argument, so a changed schedule, rate or ``max_epoch`` reuses the
+    compiled program (and the persistent compilation cache). The plateau scale multiplies it.
+    ema_decay > 0: the state's optimizer state is an :class:`AveragedState` (see
+    :func:`init_opt_state`) and ``state.params`` the moving average of the optimizer's weights.
     """
 
     def stacked_loss(params: Any, stacked: GraphBatch) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
@@ -154,14 +187,23 @@ def make_steps(
         losses, (abs_err, entries) = jax.vmap(one)(stacked)
         return jnp.mean(losses), (jnp.sum(abs_err), jnp.sum(entries))
 
-    def train_step(state: TrainState, stacked: GraphBatch) -> tuple[TrainState, StepMetrics]:
-        (loss, (abs_err, entries)), grads = jax.value_and_grad(stacked_loss, has_aux=True)(
-            state.params, stacked
-        )
-        learning_rate = learning_rate_fn(state.step) * state.plateau_scale
-        opt_state = _set_learning_rate(state.opt_state, learning_rate)
-        updates, opt_state = optimizer.update(grads, opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+    def train_step(
+        state: TrainState, stacked: GraphBatch, schedule_rate: jnp.ndarray
+    ) -> tuple[TrainState, StepMetrics]:
+        averaged = ema_decay > 0
+        raw = state.opt_state.raw_params if averaged else state.params
+        inner = state.opt_state.inner if averaged else state.opt_state
+        (loss, (abs_err, entries)), grads = jax.value_and_grad(stacked_loss, has_aux=True)(raw, stacked)
+        learning_rate = schedule_rate * state.plateau_scale
+        inner = _set_learning_rate(inner, learning_rate)
+        updates, inner = optimizer.update(grads, inner, raw)
+        raw = optax.apply_updates(raw, updates)
+        if averaged:
+            keep = ema_weight(ema_decay, state.step)
+            params = jax.tree_util.tree_map(lambda a, w: keep * a + (1.0 - keep) * w, state.params, raw)
+            opt_state = AveragedState(inner, raw)
+        else:
+            params, opt_state = raw, inner
         new_state = TrainState(params, opt_state, state.step + 1, state.plateau_scale)
         return new_state, StepMetrics(loss, abs_err, entries, jnp.asarray(learning_rate, jnp.float32))
 
