@@ -53,8 +53,10 @@ def test_zero_structures_hints_at_the_depth(tmp_path: Path) -> None:
     dft = tmp_path / "dft"
     for sid in ("a", "b"):
         _structure(dft / "group" / sid)
-    # one level too deep: nothing there at all
-    error = no_structures_error(dft, 2, scan_dft_dir(dft, 2))
+    # one level too deep: nothing there at all (and the structures' files are not called strays)
+    found = scan_dft_dir(dft, 2)
+    assert found.strays == [] and found.incomplete == []
+    error = no_structures_error(dft, 2, found)
     assert str(error) == (
         f"{dft}: no structure folder (holding POSCAR and info.json) at depth 2; 2 structure(s) are at "
         "depth 1 (e.g. group/a): set [data.dft] data_dir_depth = 1 (--depth 1)"

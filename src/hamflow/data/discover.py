@@ -116,6 +116,13 @@ def _is_structure(folder: str) -> bool:
     return True
 
 
+def _report_strays(root: str, prefix: str, names: list[str]) -> bool:
+    """Whether the non-folders ``names`` in ``root/prefix`` are strays: not when that folder is itself
+    a structure (the files of a structure above the structure level: the depth is wrong, and
+    :func:`no_structures_error` says so)."""
+    return bool(names) and not (prefix and _is_structure(os.path.join(root, prefix)))
+
+
 def scan_dft_dir(dft_dir: str | Path, depth: int) -> DiscoveryResult:
     """Walk ``dft_dir`` exactly ``depth`` levels deep and sort the folders found there.
 
@@ -134,8 +141,7 @@ def scan_dft_dir(dft_dir: str | Path, depth: int) -> DiscoveryResult:
         for prefix in prefixes:
             folders, dead_links, others = _entries(os.path.join(root, prefix))
             deeper += [f"{prefix}{name}/" for name in folders]
-            # a structure above the structure level holds files: the depth is wrong, not the files
-            if (dead_links or others) and not (prefix and _is_structure(os.path.join(root, prefix))):
+            if _report_strays(root, prefix, dead_links + others):
                 strays += [prefix + name for name in dead_links + others]
         prefixes = deeper
     ids: list[str] = []
@@ -147,7 +153,8 @@ def scan_dft_dir(dft_dir: str | Path, depth: int) -> DiscoveryResult:
             sid = prefix + name
             (ids if _is_structure(f"{parent}{name}") else incomplete).append(sid)
         incomplete += [prefix + name for name in dead_links]
-        strays += [prefix + name for name in others]
+        if _report_strays(root, prefix, others):
+            strays += [prefix + name for name in others]
     return DiscoveryResult(ids=sorted(ids), incomplete=sorted(incomplete), strays=sorted(strays))
 
 
