@@ -53,8 +53,9 @@ CURVE_POINTS = 12
 
 def find_depth(data: Path) -> int:
     """data_dir_depth of DIR: folder levels between ``dft/`` and the first structure found."""
-    for poscar in sorted((data / "dft").rglob("POSCAR")):
-        return len(poscar.relative_to(data / "dft").parts) - 2
+    for depth in range(8):  # glob follows symbolic links (rglob does not)
+        if next((data / "dft").glob("/".join(["*"] * (depth + 1)) + "/POSCAR"), None) is not None:
+            return depth
     raise SystemExit(f"accuracy.py: no POSCAR under {data / 'dft'}: not a DeepH-format folder")
 
 
@@ -248,7 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal_wall = time.perf_counter() - started - graph_s
     startup_s = max(cal_wall - float(cal_rows[-1]["wall_time_s"]) - 0.8 * compile_s, 5.0)
     left = deadline - time.perf_counter() - startup_s
-    epochs = max(1, int(left // epoch_s))
+    steps_per_epoch = max(int(cal_rows[0]["step"]), 1)
+    # the schedule's warmup must fit (DeePMD-kit and DeepH-pack refuse an empty decay phase)
+    warmup = int(cfg["process"]["train"].get("scheduler", {}).get("warmup_steps", 0) or 0)
+    epochs = max(int(left // epoch_s), warmup // steps_per_epoch + 1, 1)
     run = work / "run"
     train_s = hamflow(
         ["train", str(toml_path), "--run-dir", str(run), "--split", str(split_path),
