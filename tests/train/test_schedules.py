@@ -305,7 +305,11 @@ INVALID = [
         "must be above min_learning_rate_scale",
     ),
     ({"type": "warmup_cosine_decay", "start_lr": 1e-3}, "start_lr", "is a DeePMD-kit key"),
-    ({"type": "reduce_on_plateau", "smooth": True}, "smooth", 'used only with type = "exp" or "cosine"'),
+    (
+        {"type": "reduce_on_plateau", "smooth": True},
+        "smooth",
+        'used only with type = "exp", "cosine" or "wsd"',
+    ),
     # DeePMD-kit's rules
     ({"type": "exp", "stop_lr": 1e-6}, "start_lr", 'is required for type = "exp"'),
     ({"type": "cosine", "stop_lr": 1e-6}, "start_lr", 'is required for type = "cosine"'),
@@ -392,3 +396,89 @@ def test_resolved_section_round_trips(section):
     assert all(value is not None for value in resolved.values())
     reread = tomllib.loads(tomli_w.dumps({"scheduler": resolved}))["scheduler"]
     assert scheduler_config_from_section(reread) == cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# DeepH-pack's newer template: warmup_exponential_decay (optax's schedule on the scale, rate 0.5)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("staircase", [True, False])
+@pytest.mark.parametrize("end_scale", [-1.0, 0.2])
+def test_warmup_exponential_decay_equals_optax(staircase, end_scale):
+    import jax.numpy as jnp
+    import optax
+
+    from hamflow.train.schedules import WARMUP_EXPONENTIAL_DECAY_RATE
+
+    section = {
+        "type": "WarmupExponentialDecay",  # CamelCase like DeepH-pack's other type names
+        "init_scale": 0.1,
+        "warmup_steps": 10,
+        "transition_begin": 5,
+        "transition_steps": 20,
+        "staircase": staircase,
+        "end_scale": end_scale,
+    }
+    steps = list(range(0, 260, 3))
+    got = lr_at(section, steps, total_steps=300, init_lr=2e-3)
+    reference = optax.warmup_exponential_decay_schedule(
+        0.1,
+        1.0,
+        10,
+        20,
+        WARMUP_EXPONENTIAL_DECAY_RATE,
+        5,
+        staircase,
+        None if end_scale == -1.0 else end_scale,
+    )
+    expected = [2e-3 * float(reference(jnp.asarray(step))) for step in steps]
+    np.testing.assert_allclose([got[s] for s in steps], expected, rtol=1e-6)  # optax evaluates in float32
+
+
+def test_warmup_exponential_decay_boundaries_and_defaults():
+    cfg = scheduler_config_from_section({"type": "warmup_exponential_decay"})
+    assert (cfg.transition_begin, cfg.transition_steps, cfg.staircase, cfg.warmup_steps, cfg.end_scale) == (
+        0,
+        10000,
+        True,
+        1000,
+        -1.0,
+    )
+    section = {
+        "type": "warmup_exponential_decay",
+        "warmup_steps": 4,
+        "transition_steps": 10,
+        "init_scale": 0.5,
+    }
+    lr = lr_at(section, [0, 2, 4, 13, 14, 24, 34], total_steps=100, init_lr=1.0)
+    assert lr[0] == 0.5 and close(lr[2], 0.75) and lr[4] == 1.0
+    assert lr[13] == 1.0 and close(lr[14], 0.5) and close(lr[24], 0.25) and close(lr[34], 0.125)
+    assert schedule_ends_training(scheduler_config_from_section(section), 1e-4)  # min_learning_rate_scale
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "words"),
+    [
+        ({"transition_steps": 0}, "transition_steps", "an integer >= 1"),
+        ({"transition_begin": -1}, "transition_begin", "an integer >= 0"),
+        ({"staircase": 1}, "staircase", "expected true or false"),
+        (
+            {"init_scale": 1e-5, "min_learning_rate_scale": 1e-4},
+            "init_scale",
+            "above min_learning_rate_scale",
+        ),
+        ({"start_lr": 1e-3}, "start_lr", "is a DeePMD-kit key"),
+    ],
+)
+def test_warmup_exponential_decay_errors(section, key, words):
+    with pytest.raises(ConfigError) as caught:
+        scheduler_config_from_section({"type": "warmup_exponential_decay", **section}, source="train.toml")
+    assert str(caught.value).startswith(f"train.toml: [{PREFIX}.{key}] ") and words in str(caught.value)
+
+
+def test_warmup_exponential_decay_round_trips_and_needs_a_decay_phase():
+    cfg = scheduler_config_from_section({"type": "warmup_exponential_decay", "staircase": False})
+    assert scheduler_config_from_section(scheduler_config_to_section(cfg)) == cfg
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        validate_against_run(cfg, total_steps=1000)  # default warmup 1000 steps

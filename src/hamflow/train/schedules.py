@@ -9,7 +9,14 @@ Four types (``docs/schedules.md`` is the user's page):
   ``warmup_steps``, then follows a cosine ``1 -> end_scale`` over ``decay_steps`` and holds
   ``end_scale`` beyond; ``end_scale = -1`` means 0, ``decay_steps <= 0`` means "all steps left
   after the warmup".
-* ``exp`` and ``cosine`` (DeePMD-kit >= 3.1.3, ``deepmd/dpmodel/utils/learning_rate.py``): absolute
+* ``warmup_exponential_decay`` (DeepH-pack's newer template): optax's
+  ``warmup_exponential_decay_schedule`` on the scale: linear warmup ``init_scale -> 1`` over
+  ``warmup_steps``, held at 1 for ``transition_begin`` steps, then ``0.5 ** (s / transition_steps)``
+  (``s`` the steps since; floored when ``staircase``), never below ``end_scale`` (``-1``: no floor).
+  The template has no key for the rate: hamflow uses :data:`WARMUP_EXPONENTIAL_DECAY_RATE` = 0.5.
+* ``exp`` and ``cosine`` (DeePMD-kit >= 3.1.3, ``deepmd/dpmodel/utils/learning_rate.py``) and
+  ``wsd`` (DeePMD-kit 3.2, warmup-stable-decay: ``start_lr`` held, then a final decay phase of
+  ``decay_phase_ratio`` x all steps, ``decay_type`` inverse_linear / cosine / linear): absolute
   learning rates from ``start_lr`` with an optional linear warmup from
   ``warmup_start_factor x start_lr``; ``init_learning_rate`` is not used by these types.
 
@@ -58,11 +65,19 @@ __all__ = [
     "validate_against_run",
 ]
 
-DEEPH_TYPES = ("reduce_on_plateau", "warmup_cosine_decay")
-DEEPMD_TYPES = ("exp", "cosine")
+DEEPH_TYPES = ("reduce_on_plateau", "warmup_cosine_decay", "warmup_exponential_decay")
+DEEPMD_TYPES = ("exp", "cosine", "wsd")
+WSD_DECAY_TYPES = ("inverse_linear", "cosine", "linear")
 SCHEDULER_TYPES = DEEPH_TYPES + DEEPMD_TYPES
 # DeepH-pack's description names the types in CamelCase; both spellings are accepted.
-_TYPE_ALIASES = {"ReduceOnPlateau": "reduce_on_plateau", "WarmupCosineDecay": "warmup_cosine_decay"}
+_TYPE_ALIASES = {
+    "ReduceOnPlateau": "reduce_on_plateau",
+    "WarmupCosineDecay": "warmup_cosine_decay",
+    "WarmupExponentialDecay": "warmup_exponential_decay",
+}
+#: decay_rate of ``warmup_exponential_decay``: DeepH-pack's template has no key for it; the scale halves
+#: every ``transition_steps`` steps (training stops once it reaches ``min_learning_rate_scale``).
+WARMUP_EXPONENTIAL_DECAY_RATE = 0.5
 
 # DeePMD-kit clamps stop_lr to this value inside log() when it computes the exp decay rate.
 _DEEPMD_LOG_FLOOR = 1e-10
@@ -76,7 +91,7 @@ class SchedulerConfig:
     DeepH-pack's for ``warmup_cosine_decay`` (and carried, unused, by ``reduce_on_plateau``),
     DeePMD-kit's for ``exp`` / ``cosine`` (``decay_steps`` is 0 = unused for ``cosine``;
     ``warmup_steps`` is 0 when ``warmup_ratio`` is given). DeePMD-only fields are None / their
-    DeePMD default for the DeepH-pack types.
+    DeePMD default for the DeepH-pack types; the wsd fields are None for every other type.
     """
 
     type: str
@@ -92,6 +107,11 @@ class SchedulerConfig:
     warmup_steps: int
     decay_steps: int
     end_scale: float
+    # warmup_exponential_decay (DeepH-pack's newer template; also carries init_scale, warmup_steps,
+    # end_scale)
+    transition_begin: int
+    transition_steps: int
+    staircase: bool
     # DeePMD-kit exp / cosine
     start_lr: float | None
     stop_lr: float | None
@@ -100,6 +120,9 @@ class SchedulerConfig:
     smooth: bool
     warmup_ratio: float | None
     warmup_start_factor: float
+    # DeePMD-kit wsd
+    decay_phase_ratio: float | None = None
+    decay_type: str | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,6 +157,9 @@ _COMMON_SPECS: dict[str, KeySpec] = {
         check=lambda x: x == -1.0 or 0.0 <= x <= 1.0,
         allowed="-1.0 (decay to 0) or a number in [0, 1]",
     ),
+    "transition_begin": KeySpec(kind="int", default=0, check=lambda x: x >= 0, allowed="an integer >= 0"),
+    "transition_steps": KeySpec(kind="int", default=10000, check=lambda x: x >= 1, allowed="an integer >= 1"),
+    "staircase": KeySpec(kind="bool", default=True),
 }
 
 # warmup_steps / decay_steps: checks and defaults per type.
@@ -164,8 +190,20 @@ _DEEPMD_SPECS: dict[str, KeySpec] = {
 }
 _EXP_ONLY = ("decay_rate", "smooth")
 
+# DeePMD-kit 3.2 wsd-only keys (LearningRateWSD).
+_WSD_SPECS: dict[str, KeySpec] = {
+    "decay_phase_ratio": KeySpec(
+        kind="float", default=0.1, check=lambda x: 0.0 < x <= 1.0, allowed="a number in (0, 1]"
+    ),
+    "decay_type": KeySpec(kind="string", default="inverse_linear", choices=WSD_DECAY_TYPES),
+}
+
 ALL_KEYS: tuple[str, ...] = (
-    ("type",) + tuple(_COMMON_SPECS) + ("warmup_steps", "decay_steps") + tuple(_DEEPMD_SPECS)
+    ("type",)
+    + tuple(_COMMON_SPECS)
+    + ("warmup_steps", "decay_steps")
+    + tuple(_DEEPMD_SPECS)
+    + tuple(_WSD_SPECS)
 )
 
 
@@ -187,8 +225,9 @@ def scheduler_config_from_section(
     unknown keys, wrong types, an unknown ``type``, out-of-range values and DeePMD-kit's rules:
     ``start_lr`` required for exp/cosine; exactly one of ``stop_lr`` / ``stop_lr_ratio``;
     ``stop_lr <= start_lr``; ``warmup_steps`` (non-zero) and ``warmup_ratio`` mutually exclusive;
-    ``decay_rate`` / ``smooth`` only with exp; ``decay_steps`` not with cosine; DeePMD-kit keys not
-    with the DeepH-pack types. DeepH-pack's own keys are accepted with every type (DeepH-pack's
+    ``decay_rate`` / ``smooth`` only with exp; ``decay_steps`` not with cosine or wsd;
+    ``decay_phase_ratio`` / ``decay_type`` only with wsd, where ``stop_lr`` must be > 0; DeePMD-kit
+    keys not with the DeepH-pack types. DeepH-pack's own keys are accepted with every type (DeepH-pack's
     example lists them all); a type ignores the keys it does not use.
     """
 
@@ -206,18 +245,22 @@ def scheduler_config_from_section(
     kind = _coerce(key_prefix, "type", section, _TYPE_SPEC, source)
     common = {name: _coerce(key_prefix, name, section, spec, source) for name, spec in _COMMON_SPECS.items()}
 
+    if kind != "wsd":
+        for name in _WSD_SPECS:
+            if name in section:
+                raise error(name, f'is used only with type = "wsd" (type is "{kind}"); remove it')
     if kind in DEEPH_TYPES:
         for name in _DEEPMD_SPECS:
             if name in section:
                 raise error(
                     name,
-                    f'is a DeePMD-kit key, used only with type = "exp" or "cosine" (type is "{kind}"); '
-                    "remove it or change the type",
+                    'is a DeePMD-kit key, used only with type = "exp", "cosine" or "wsd" '
+                    f'(type is "{kind}"); remove it or change the type',
                 )
         warmup_steps = _coerce(key_prefix, "warmup_steps", section, _DEEPH_WARMUP_STEPS, source)
         decay_steps = _coerce(key_prefix, "decay_steps", section, _DEEPH_DECAY_STEPS, source)
         if (
-            kind == "warmup_cosine_decay"
+            kind in ("warmup_cosine_decay", "warmup_exponential_decay")
             and warmup_steps > 0
             and common["init_scale"] <= common["min_learning_rate_scale"]
         ):
@@ -240,17 +283,22 @@ def scheduler_config_from_section(
             warmup_start_factor=0.0,
         )
 
-    # DeePMD-kit exp / cosine.
+    # DeePMD-kit exp / cosine / wsd.
     deepmd = {name: _coerce(key_prefix, name, section, spec, source) for name, spec in _DEEPMD_SPECS.items()}
-    if kind == "cosine":
+    wsd = {name: _coerce(key_prefix, name, section, spec, source) for name, spec in _WSD_SPECS.items()}
+    if kind in ("cosine", "wsd"):
         for name in _EXP_ONLY:
             if name in section:
                 raise error(name, f'is used only with type = "exp" (type is "{kind}"); remove it')
         if "decay_steps" in section:
+            why = (
+                "it anneals over all steps after the warmup"
+                if kind == "cosine"
+                else "its decay phase is decay_phase_ratio x all steps"
+            )
             raise error(
                 "decay_steps",
-                f'= {toml_repr(section["decay_steps"])} is not used by type = "cosine" (it anneals over '
-                "all steps after the warmup); remove it",
+                f'= {toml_repr(section["decay_steps"])} is not used by type = "{kind}" ({why}); remove it',
             )
         decay_steps = 0
     else:
@@ -279,6 +327,11 @@ def scheduler_config_from_section(
             f"= {toml_repr(stop_lr)} is above start_lr = {toml_repr(start_lr)}; allowed: a number in "
             "[0, start_lr]",
         )
+    if kind == "wsd" and stop_lr is not None and stop_lr <= 0.0:
+        raise error(
+            "stop_lr",
+            f'= {toml_repr(stop_lr)} must be > 0 for type = "wsd"; allowed: a number in (0, start_lr]',
+        )
     if warmup_steps != 0 and deepmd["warmup_ratio"] is not None:
         raise error(
             "warmup_ratio",
@@ -297,6 +350,8 @@ def scheduler_config_from_section(
         smooth=deepmd["smooth"],
         warmup_ratio=deepmd["warmup_ratio"],
         warmup_start_factor=deepmd["warmup_start_factor"],
+        decay_phase_ratio=wsd["decay_phase_ratio"] if kind == "wsd" else None,
+        decay_type=wsd["decay_type"] if kind == "wsd" else None,
     )
 
 
@@ -304,7 +359,7 @@ def scheduler_config_to_section(cfg: SchedulerConfig) -> dict[str, Any]:
     """The resolved section for the dumped ``model/train.toml`` (TOML has no null: unset keys are left out).
 
     Every DeepH-pack key is written (as DeepH-pack's example does); the DeePMD-kit keys only for
-    exp / cosine, and only the ones that are set. ``scheduler_config_from_section`` of the result
+    exp / cosine / wsd, and only the ones that are set. ``scheduler_config_from_section`` of the result
     gives ``cfg`` back.
     """
     out: dict[str, Any] = {"type": cfg.type}
@@ -329,6 +384,9 @@ def scheduler_config_to_section(cfg: SchedulerConfig) -> dict[str, Any]:
         if cfg.decay_rate is not None:
             out["decay_rate"] = cfg.decay_rate
         out["smooth"] = cfg.smooth
+    if cfg.type == "wsd":
+        out["decay_phase_ratio"] = cfg.decay_phase_ratio
+        out["decay_type"] = cfg.decay_type
     return out
 
 
@@ -402,6 +460,11 @@ class _Resolved:
     init_scale: float = 1.0
     decay_steps: int = 0
     end_scale: float = 0.0
+    # warmup_exponential_decay (end_scale is its floor, 0 for none)
+    transition_begin: int = 0
+    transition_steps: int = 1
+    staircase: bool = True
+    decay_rate: float = WARMUP_EXPONENTIAL_DECAY_RATE
     # DeePMD-kit
     warmup_start_lr: float = 0.0
     decay_num_steps: int = 0
@@ -410,6 +473,10 @@ class _Resolved:
     min_lr: float = 0.0
     smooth: bool = False
     lr_min_factor: float = 0.0
+    # wsd: stable then decay phase lengths (steps after the warmup), the decay curve
+    wsd_stable_steps: int = 0
+    wsd_decay_steps: int = 1
+    wsd_decay_type: str = "inverse_linear"
 
 
 def _resolve(cfg: SchedulerConfig, *, init_learning_rate: float, total_steps: int) -> _Resolved:
@@ -427,6 +494,17 @@ def _resolve(cfg: SchedulerConfig, *, init_learning_rate: float, total_steps: in
             decay_steps=decay,
             end_scale=0.0 if cfg.end_scale == -1.0 else cfg.end_scale,
         )
+    if cfg.type == "warmup_exponential_decay":
+        return _Resolved(
+            type=cfg.type,
+            reference_lr=float(init_learning_rate),
+            warmup_steps=warmup,
+            init_scale=cfg.init_scale,
+            end_scale=0.0 if cfg.end_scale == -1.0 else cfg.end_scale,
+            transition_begin=cfg.transition_begin,
+            transition_steps=cfg.transition_steps,
+            staircase=cfg.staircase,
+        )
     start_lr = float(cfg.start_lr)
     stop_lr = start_lr * cfg.stop_lr_ratio if cfg.stop_lr_ratio is not None else float(cfg.stop_lr)
     decay_total = total_steps - warmup
@@ -439,6 +517,15 @@ def _resolve(cfg: SchedulerConfig, *, init_learning_rate: float, total_steps: in
     )
     if cfg.type == "cosine":
         return _Resolved(**common, lr_min_factor=stop_lr / start_lr)
+    if cfg.type == "wsd":
+        decay_len = max(1, min(int(np.floor(cfg.decay_phase_ratio * total_steps)), decay_total))
+        return _Resolved(
+            **common,
+            min_lr=stop_lr,
+            wsd_stable_steps=decay_total - decay_len,
+            wsd_decay_steps=decay_len,
+            wsd_decay_type=str(cfg.decay_type),
+        )
     # exp: DeePMD-kit's decay_steps adjustment and decay-rate interpolation.
     decay_steps = cfg.decay_steps
     if cfg.decay_rate is None and decay_steps >= decay_total:
@@ -459,9 +546,29 @@ def _deepmd_decay_lr(r: _Resolved, t: Any, xp: Any) -> Any:
         exponent = t / r.exp_decay_steps if r.smooth else xp.floor_divide(t, r.exp_decay_steps)
         lr = r.reference_lr * xp.power(xp.asarray(r.exp_decay_rate, dtype=t.dtype), exponent)
         return xp.maximum(lr, r.min_lr)
+    if r.type == "wsd":
+        return _wsd_decay_lr(r, t, xp)
     alpha = r.lr_min_factor
     lr = r.reference_lr * (alpha + 0.5 * (1 - alpha) * (1 + xp.cos(xp.pi * (t / r.decay_num_steps))))
     return xp.where(t >= r.decay_num_steps, r.reference_lr * alpha, lr)
+
+
+def _wsd_decay_lr(r: _Resolved, t: Any, xp: Any) -> Any:
+    """wsd after the warmup: ``start_lr`` for t < Ns, the decay curve over the Nd steps, ``stop_lr`` from D.
+
+    u = clip((t - Ns) / Nd, 0, 1); inverse_linear 1 / (u / stop + (1 - u) / start), cosine
+    stop + (start - stop) (1 + cos(pi u)) / 2, linear start + (stop - start) u.
+    """
+    start, stop = r.reference_lr, r.min_lr
+    u = xp.clip((t - r.wsd_stable_steps) / r.wsd_decay_steps, 0.0, 1.0)
+    if r.wsd_decay_type == "inverse_linear":
+        decayed = 1.0 / (u / stop + (1.0 - u) / start)
+    elif r.wsd_decay_type == "cosine":
+        decayed = stop + (start - stop) * (1.0 + xp.cos(xp.pi * u)) / 2.0
+    else:
+        decayed = start + (stop - start) * u
+    lr = xp.where(t < r.wsd_stable_steps, xp.asarray(start, dtype=t.dtype), decayed)
+    return xp.where(t >= r.decay_num_steps, xp.asarray(stop, dtype=t.dtype), lr)
 
 
 def _scale_and_lr(r: _Resolved, steps: Any, xp: Any, dtype: Any) -> tuple[Any, Any]:
@@ -469,6 +576,21 @@ def _scale_and_lr(r: _Resolved, steps: Any, xp: Any, dtype: Any) -> tuple[Any, A
     t = xp.asarray(steps).astype(dtype)
     if r.type == "reduce_on_plateau":
         scale = xp.ones_like(t)
+        return scale, r.reference_lr * scale
+    if r.type == "warmup_exponential_decay":
+        # optax.warmup_exponential_decay_schedule(init_scale, 1, W, transition_steps, rate,
+        # transition_begin, staircase, end_value): 1 until transition_begin steps after the warmup.
+        since = t - r.warmup_steps - r.transition_begin
+        exponent = since / r.transition_steps
+        if r.staircase:
+            exponent = xp.floor(exponent)
+        decayed = xp.power(xp.asarray(r.decay_rate, dtype=dtype), exponent)
+        decayed = xp.where(since <= 0, xp.asarray(1.0, dtype=dtype), xp.maximum(decayed, r.end_scale))
+        if r.warmup_steps > 0:
+            warm = r.init_scale + (1 - r.init_scale) * (t / r.warmup_steps)
+            scale = xp.where(t < r.warmup_steps, warm, decayed)
+        else:
+            scale = decayed
         return scale, r.reference_lr * scale
     if r.type == "warmup_cosine_decay":
         d = xp.clip(t - r.warmup_steps, 0, r.decay_steps)
@@ -500,7 +622,7 @@ def learning_rate_schedule(cfg: SchedulerConfig, *, init_learning_rate: float, t
     ``reduce_on_plateau``: constant ``init_learning_rate`` (the training loop multiplies by the
     plateau scale). ``warmup_cosine_decay``: ``init_learning_rate x scale(step)``. ``exp`` /
     ``cosine``: DeePMD-kit's absolute learning rate from ``start_lr``; ``init_learning_rate`` is not
-    used. Computed in JAX's default float type (float32 unless x64 is enabled). Runs
+    used (wsd likewise). Computed in JAX's default float type (float32 unless x64 is enabled). Runs
     :func:`validate_against_run` first.
     """
     import jax.numpy as jnp
