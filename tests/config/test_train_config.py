@@ -78,6 +78,35 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "process.train.continued.previous_output_dir": "",
     "process.train.continued.load_model_type": "latest",
     "process.train.continued.load_model_epoch": -1,
+    "process.train.ema_decay": 0.0,  # hamflow addition
+}
+
+# The keys of DeepH-pack's newer template (deeph-pack-newer-keys.md) with the template's defaults,
+# written out independently of the schema (the scheduler's are in tests/train/test_schedules.py).
+NEWER_DEFAULTS: dict[str, Any] = {
+    "data.dft.validation_check": False,
+    "data.graph.disk_shards_num": 1,
+    "data.graph.disk_shards_indices": (),
+    "data.graph.disk_mem_buffer_size": 2048,
+    "data.model_save.latest_cache_mid_step_interval": -1,
+    "model.advanced.latent_irreps": "",
+    "model.advanced.latent_edge_cutoff": 100.0,
+    "model.advanced.latent_scalar_dim": -1,
+    "model.advanced.num_heads": 2,
+    "model.advanced.enable_bs3b_layer": False,
+    "model.advanced.bs3b_orbital_types": "",
+    "model.advanced.vr_focus_size": 256,
+    "model.advanced.enable_element_moe": False,
+    "model.advanced.moe_element_include": (),
+    "process.train.drop.dropout_rate": 0.1,
+    "process.train.drop.stochastic_depth": 0.0,
+    "process.train.drop.proj_rate": 0.0,
+    "process.train.with_plugin.enable": False,
+    "process.train.with_plugin.plugin": "null",
+    "process.train.with_plugin.env_path": "",
+    "process.train.with_plugin.script_path": "",
+    "process.train.with_plugin.backend": "null",
+    "process.train.with_plugin.dump_intermediate": False,
 }
 
 SECTIONS = (
@@ -95,6 +124,8 @@ SECTIONS = (
     "process.train.optimizer",
     "process.train.scheduler",
     "process.train.continued",
+    "process.train.drop",
+    "process.train.with_plugin",
 )
 
 
@@ -140,10 +171,10 @@ def config_error(data: dict[str, Any], *, source: str | None = None) -> ConfigEr
 # ------------------------------------------------------------------------------------ defaults
 
 
-@pytest.mark.parametrize("dotted_key", sorted(REFERENCE_DEFAULTS))
+@pytest.mark.parametrize("dotted_key", sorted(REFERENCE_DEFAULTS | NEWER_DEFAULTS))
 def test_every_key_defaults_to_the_reference_value(dotted_key: str) -> None:
     cfg = parse_train_config(minimal())
-    assert attr(cfg, dotted_key) == REFERENCE_DEFAULTS[dotted_key]
+    assert attr(cfg, dotted_key) == (REFERENCE_DEFAULTS | NEWER_DEFAULTS)[dotted_key]
 
 
 def test_the_defaults_cover_every_key_but_required_ones_and_the_scheduler() -> None:
@@ -160,7 +191,7 @@ def test_the_defaults_cover_every_key_but_required_ones_and_the_scheduler() -> N
     walk(train_config_to_dict(parse_train_config(minimal())), "")
     own = {k for k in flat if not k.startswith("process.train.scheduler.")}
     required = {"data.inputs_dir", "data.outputs_dir", "model.advanced.net_irreps"}
-    assert own - required == set(REFERENCE_DEFAULTS)
+    assert own - required == set(REFERENCE_DEFAULTS) | set(NEWER_DEFAULTS)
 
 
 def test_value_types_are_canonical() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hamflow.errors import ConfigError
+from hamflow.errors import ConfigError, NotAvailableError
 
 KEY_META = "hamflow_key"
 SECTION_META = "hamflow_section"
@@ -42,7 +42,21 @@ _KIND_TEXT = {
     "float": "a number",
     "bool": "true or false",
     "float_list": "a list of numbers",
+    "int_list": "a list of integers",
+    "string_list": "a list of strings",
 }
+
+#: The one line for a key (or value) of DeepH-pack's newer templates whose behaviour hamflow lacks.
+RECOGNISED_NOT_AVAILABLE = "recognised DeepH-pack key, not available yet in hamflow"
+
+
+class RecognisedNotAvailableError(NotAvailableError):
+    """A DeepH-pack key (or value) hamflow knows but does not build: only its default is accepted."""
+
+    def __init__(self, key: str, value: object, allowed: str, *, source: str | Path | None = None) -> None:
+        ConfigError.__init__(
+            self, key, f"= {toml_repr(value)}: {RECOGNISED_NOT_AVAILABLE}; allowed: {allowed}", source=source
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +67,9 @@ class KeySpec:
     ``aliases`` (alias -> canonical value) restrict a string key; ``check`` returns True for values in
     range and ``allowed`` says in words what the range is. ``length`` fixes a list's length.
     ``accept_int_string`` lets an "int" key also take a string holding an integer (compatibility).
+    ``unavailable`` are string values DeepH-pack knows and hamflow does not build yet; ``not_built``
+    marks a recognised DeepH-pack key that only takes its default (or one of ``also_accepted``).
+    Both raise :class:`RecognisedNotAvailableError`.
     """
 
     kind: str
@@ -64,6 +81,9 @@ class KeySpec:
     length: int | None = None
     accept_int_string: bool = False
     doc: str = ""
+    unavailable: tuple[str, ...] = ()
+    not_built: bool = False
+    also_accepted: tuple[Any, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -104,6 +124,8 @@ def _kind_of(default: Any) -> str:
         return "float"
     if isinstance(default, str):
         return "string"
+    if isinstance(default, tuple) and default and all(isinstance(v, str) for v in default):
+        return "string_list"
     if isinstance(default, tuple):
         return "float_list"
     raise TypeError(f"cannot infer the TOML kind of default {default!r}; pass kind=")
@@ -120,6 +142,9 @@ def option(
     length: int | None = None,
     accept_int_string: bool = False,
     doc: str = "",
+    unavailable: tuple[str, ...] = (),
+    not_built: bool = False,
+    also_accepted: tuple[Any, ...] = (),
 ) -> Any:
     """Declare a dataclass field that is one TOML key (see :class:`KeySpec`).
 
@@ -139,6 +164,9 @@ def option(
         length=length,
         accept_int_string=accept_int_string,
         doc=doc,
+        unavailable=tuple(unavailable),
+        not_built=not_built,
+        also_accepted=tuple(also_accepted),
     )
     metadata = {KEY_META: spec}
     if spec.required:
@@ -255,6 +283,8 @@ def coerce_value(key: str, value: Any, spec: KeySpec, *, source: str | Path | No
         if not isinstance(value, str):
             raise _wrong_type(key, value, "a string", source)
         result: Any = dict(spec.aliases).get(value, value)
+        if result in spec.unavailable:
+            raise RecognisedNotAvailableError(key, value, spec.allowed_text(), source=source)
         if spec.choices and result not in spec.choices:
             raise ConfigError(
                 key, f"= {toml_repr(value)} is not allowed; allowed: {spec.allowed_text()}", source=source
@@ -267,6 +297,8 @@ def coerce_value(key: str, value: Any, spec: KeySpec, *, source: str | Path | No
         result = _as_int(key, value, spec, source)
     elif spec.kind == "float":
         result = _as_float(key, value, source)
+    elif spec.kind in ("int_list", "string_list"):
+        result = _as_list(key, value, spec, source)
     else:  # float_list
         expected = f"a list of {spec.length} numbers" if spec.length else "a list of numbers"
         if not isinstance(value, list | tuple):
@@ -285,7 +317,30 @@ def coerce_value(key: str, value: Any, spec: KeySpec, *, source: str | Path | No
         raise ConfigError(
             key, f"= {toml_repr(value)} is out of range; allowed: {spec.allowed_text()}", source=source
         )
+    if spec.not_built and result != spec.default and result not in spec.also_accepted:
+        accepted = " or ".join(toml_repr(v) for v in (spec.default, *spec.also_accepted))
+        raise RecognisedNotAvailableError(key, value, accepted, source=source)
     return result
+
+
+def _as_list(key: str, value: Any, spec: KeySpec, source: str | Path | None) -> tuple[Any, ...]:
+    """A TOML array of integers (integral floats allowed) or of strings, as a tuple."""
+    expected = _KIND_TEXT[spec.kind]
+    if not isinstance(value, list | tuple):
+        raise _wrong_type(key, value, expected, source)
+    items: list[Any] = []
+    for item in value:
+        if spec.kind == "string_list":
+            if not isinstance(item, str):
+                raise ConfigError(key, f"= {toml_repr(value)} is not {expected}", source=source)
+            items.append(item)
+        elif isinstance(item, bool) or not (
+            isinstance(item, int) or (isinstance(item, float) and math.isfinite(item) and item.is_integer())
+        ):
+            raise ConfigError(key, f"= {toml_repr(value)} is not {expected}", source=source)
+        else:
+            items.append(int(item))
+    return tuple(items)
 
 
 def key_specs(cls: type) -> dict[str, KeySpec]:

@@ -49,6 +49,11 @@ NET_TYPES = ("sparrow", "eagle")
 SUPERVISED_LOSS_TYPES = ("mae", "mse", "wmae", "huber")
 UNSUPERVISED_LOSS_TYPES = ("ai2dft", "ai2dft_node", "hopad", "aims")
 GRAPH_TYPES = ("H", "HS", "Rho", "Sap", "S")
+# Values of DeepH-pack's newer template that hamflow recognises but does not build yet.
+NEWER_GRAPH_TYPES = ("VrC", "SapVc", "FF", "IEP")
+NEWER_NET_TYPES = ("fast", "eagleplus", "albatross", "owl", "petrel", "swift")
+NEWER_TARGET_TYPES = ("VrC", "Vc", "FF", "IEP")
+NEWER_LOSS_TYPES = ("emae", "mae_debug")
 TRAINABLE_GRAPH_TYPES = {"H": ("H", "HS"), "Rho": ("Rho",)}
 COMPILATION_CACHE_OFF = "none"
 DEFAULT_COMPILATION_CACHE = ".jax_cache"
@@ -88,6 +93,8 @@ class DftConfig:
 
     data_dir_depth: int = option(0, check=at_least(0), allowed="an integer >= 0")
     on_bad_structure: str = option("fail", choices=("fail", "skip"))
+    # DeepH-pack's newer template: validate every structure (as `hamflow validate`) before the graphs.
+    validation_check: bool = option(False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,11 +104,15 @@ class GraphConfig:
     dataset_name: str = option(
         "DATASET-DEMO", check=file_name_ok, allowed="a non-empty name without '/' (used in file names)"
     )
-    graph_type: str = option("H", choices=GRAPH_TYPES)
+    graph_type: str = option("H", choices=GRAPH_TYPES, unavailable=NEWER_GRAPH_TYPES)
     storage_type: str = option("memory", choices=("memory", "disk"))
     common_orbital_types: str = option("", allowed='"" (union of the dataset) or e.g. "s2p2d1"')
     parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
     only_save_graph: bool = option(False)
+    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file).
+    disk_shards_num: int = option(1, not_built=True)
+    disk_shards_indices: tuple[int, ...] = option((), kind="int_list", not_built=True)
+    disk_mem_buffer_size: int = option(2048, not_built=True, allowed="an integer (MB)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,6 +123,8 @@ class ModelSaveConfig:
     latest: bool = option(True)
     latest_interval: int = option(100, allowed="an integer (<= 0 or > max_epoch: only the last epoch)")
     latest_num: int = option(10, check=at_least(1), allowed="an integer >= 1")
+    # DeepH-pack's newer template: resumable checkpoints every N steps inside an epoch (-1: off).
+    latest_cache_mid_step_interval: int = option(-1, not_built=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,15 +154,29 @@ class AdvancedConfig:
     num_blocks: int = option(3, check=at_least(1), allowed="an integer >= 1")
     consider_parity: bool = option(True)
     standardize_gauge: bool = option(False)
+    # DeepH-pack's newer template (albatross, petrel, universal models): recognised, not built yet.
+    latent_irreps: str = option("", not_built=True)
+    latent_edge_cutoff: float = option(100.0, not_built=True)
+    latent_scalar_dim: int = option(-1, not_built=True)
+    num_heads: int = option(2, not_built=True)
+    enable_bs3b_layer: bool = option(False, not_built=True)
+    bs3b_orbital_types: str = option("", not_built=True)
+    vr_focus_size: int = option(256, not_built=True)
+    enable_element_moe: bool = option(False, not_built=True)
+    moe_element_include: tuple[str, ...] = option((), kind="string_list", not_built=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """[model]: network type, learning target and loss."""
 
-    net_type: str = option("sparrow", choices=NET_TYPES, aliases=NET_TYPE_ALIASES)
-    target_type: str = option("H", choices=tuple(TRAINABLE_GRAPH_TYPES))
-    loss_type: str = option("mse", choices=SUPERVISED_LOSS_TYPES + UNSUPERVISED_LOSS_TYPES)
+    net_type: str = option(
+        "sparrow", choices=NET_TYPES, aliases=NET_TYPE_ALIASES, unavailable=NEWER_NET_TYPES
+    )
+    target_type: str = option("H", choices=tuple(TRAINABLE_GRAPH_TYPES), unavailable=NEWER_TARGET_TYPES)
+    loss_type: str = option(
+        "mse", choices=SUPERVISED_LOSS_TYPES + UNSUPERVISED_LOSS_TYPES, unavailable=NEWER_LOSS_TYPES
+    )
     advanced: AdvancedConfig = section(AdvancedConfig)
 
 
@@ -183,6 +210,30 @@ class OptimizerConfig:
     )
     weight: float = option(0.001, check=at_least(0.0), allowed="a number >= 0")
     eps: float = option(1e-8, check=above(0.0), allowed="a number > 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DropConfig:
+    """[process.train.drop] (DeepH-pack's newer template): dropout; recognised, not built yet.
+
+    The template's default ``dropout_rate = 0.1`` is accepted and has no effect (no dropout), as is 0.
+    """
+
+    dropout_rate: float = option(0.1, not_built=True, also_accepted=(0.0,))
+    stochastic_depth: float = option(0.0, not_built=True)
+    proj_rate: float = option(0.0, not_built=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PluginConfig:
+    """[process.train.with_plugin] (DeepH-pack's newer template): external plugins; recognised, not built."""
+
+    enable: bool = option(False, not_built=True)
+    plugin: str = option("null", not_built=True, allowed='"null" ("unsupervised", "G_C2Vr" not built)')
+    env_path: str = option("", not_built=True)
+    script_path: str = option("", not_built=True)
+    backend: str = option("null", not_built=True)
+    dump_intermediate: bool = option(False, not_built=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -235,6 +286,8 @@ class TrainProcessConfig:
     optimizer: OptimizerConfig = section(OptimizerConfig)
     scheduler: SchedulerConfig = section(parser=_parse_scheduler, dumper=_dump_scheduler)
     continued: ContinuedConfig = section(ContinuedConfig)
+    drop: DropConfig = section(DropConfig)
+    with_plugin: PluginConfig = section(PluginConfig)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -422,7 +475,16 @@ def dump_toml(data: Mapping[str, Any], header: str) -> str:
 def dump_train_config(cfg: TrainConfig) -> str:
     """Resolved TOML text (defaults filled, aliases resolved) that loads back equal to ``cfg``."""
     origin = f" from {cfg.source}" if cfg.source is not None else ""
-    return dump_toml(train_config_to_dict(cfg), f"hamflow: fully resolved training configuration{origin}")
+    header = f"hamflow: fully resolved training configuration{origin}"
+    if cfg.process.train.scheduler.type == "warmup_exponential_decay":
+        from hamflow.train.schedules import WARMUP_EXPONENTIAL_DECAY_RATE
+
+        header += (
+            f"\nwarmup_exponential_decay uses decay_rate = {WARMUP_EXPONENTIAL_DECAY_RATE} "
+            "(hamflow's choice: DeepH-pack's template has no key for it): the scale halves every "
+            "transition_steps steps"
+        )
+    return dump_toml(train_config_to_dict(cfg), header)
 
 
 def apply_overrides(

@@ -409,6 +409,30 @@ def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
     return whole.with_name(whole.name.removesuffix(".h5") + f".shard-{shard[0]}-of-{shard[1]}.h5")
 
 
+def validation_check_report(cfg: Any) -> Any:
+    """``[data.dft] validation_check = true``: validate every structure folder first, as ``hamflow
+    validate`` does (the files the graph type reads), on every run, also when the store is reused.
+
+    The report then replaces the graph stage's own validation (``on_bad_structure`` applies to it).
+    """
+    from hamflow.data.validate import validate_tree
+
+    graph_type = check_graph_type(cfg.data.graph.graph_type)
+    report = validate_tree(
+        Path(cfg.data.inputs_dir),
+        depth=cfg.data.dft.data_dir_depth,
+        quantities=() if graph_type == "Sap" else wanted_quantities(graph_type),
+        n_jobs=resolve_parallel_num(cfg.data.graph.parallel_num),
+    )
+    logger.info(
+        "validation_check: validated %d structures (%d ok, %d bad)",
+        report.num_structures,
+        len(report.ok),
+        len(report.bad),
+    )
+    return report
+
+
 def build_graph_store(
     cfg: Any,
     *,
@@ -430,6 +454,8 @@ def build_graph_store(
     graph = cfg.data.graph
     graph_type = check_graph_type(graph.graph_type)
     inputs_dir = Path(cfg.data.inputs_dir)
+    if ids is None and not reports and getattr(cfg.data.dft, "validation_check", False):
+        reports = [validation_check_report(cfg)]
     if ids is not None:
         candidates = list(ids)
     elif reports:
