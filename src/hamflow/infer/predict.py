@@ -149,6 +149,12 @@ def make_predict_fn(
             batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
         )
         prediction = raw.astype(out_dtype) * scale + offset
+        offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
+        baseline = normaliser.edge_baseline(
+            batch.atomic_numbers, batch.edge_src, batch.edge_dst, offsite, batch.edge_vec
+        )
+        if baseline is not None:
+            prediction = prediction + baseline.astype(out_dtype)
         return jnp.where(batch.label_mask, prediction.astype(out_dtype), 0)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))

@@ -9,9 +9,14 @@ on the training structures, for each species (pair) and each shell pair (a, b) o
 - an on-site offset: the mean of the block's L = 0 part, ``tr(block)/(2l+1)`` times the identity,
   for shell pairs with l_a == l_b.
 
-The network predicts ``y_hat``; the physical prediction is ``y_hat * scale + offset``. A scalar per
-shell-pair block and a multiple of the identity both commute with the Wigner-D rotation of the block,
-so equivariance is untouched. The tables are stored with every checkpoint (``normaliser.npz``).
+- an off-site two-centre baseline (hamflow.train.baseline): per species pair, shell pair and L, a
+  radial function times the spherical harmonic of the pair direction, fitted by least squares; the
+  off-site scale is then the RMS of what the baseline leaves (spinless targets; none for spinful).
+
+The network predicts ``y_hat``; the physical prediction is ``y_hat * scale + offset + baseline``. A
+scalar per shell-pair block and a multiple of the identity both commute with the Wigner-D rotation
+of the block, and the baseline is itself equivariant, so equivariance is untouched. The tables are
+stored with every checkpoint (``normaliser.npz``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hamflow.atomic import atomic_path
+from hamflow.train.baseline import Baseline, BaselineFit
 
 MAX_Z = 119
 
@@ -42,6 +48,8 @@ class Normaliser:
     onsite_scale: np.ndarray
     offsite_scale: np.ndarray
     onsite_offset: np.ndarray
+    shell_ls: tuple[int, ...] | None = None
+    baseline: Baseline | None = None
 
     @property
     def basis_size(self) -> int:
@@ -50,18 +58,53 @@ class Normaliser:
     def save(self, path: str | Path) -> None:
         """Write the tables to an ``.npz`` file atomically."""
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            extra = {}
+            if self.baseline is not None and self.shell_ls is not None:
+                extra = {
+                    "shell_ls": np.asarray(self.shell_ls, dtype=np.int64),
+                    "baseline_weights": self.baseline.weights,
+                    "baseline_centres": self.baseline.centres,
+                    "baseline_widths": self.baseline.widths,
+                }
             np.savez(
                 handle,
                 species_of_z=self.species_of_z,
                 onsite_scale=self.onsite_scale,
                 offsite_scale=self.offsite_scale,
                 onsite_offset=self.onsite_offset,
+                **extra,
             )
 
     @classmethod
     def load(cls, path: str | Path) -> Normaliser:
+        """Read ``normaliser.npz`` (files written before the baseline existed load without one)."""
         with np.load(path) as data:
-            return cls(**{name: np.asarray(data[name]) for name in data.files})
+            tables = {name: np.asarray(data[name]) for name in data.files}
+        baseline = None
+        shell_ls = None
+        if "baseline_weights" in tables:
+            baseline = Baseline(
+                tables.pop("baseline_weights"), tables.pop("baseline_centres"), tables.pop("baseline_widths")
+            )
+            shell_ls = tuple(int(l) for l in tables.pop("shell_ls"))
+        return cls(**tables, shell_ls=shell_ls, baseline=baseline)
+
+    def edge_baseline(
+        self,
+        atomic_numbers: jnp.ndarray,
+        edge_src: jnp.ndarray,
+        edge_dst: jnp.ndarray,
+        offsite: jnp.ndarray,
+        edge_vec: jnp.ndarray,
+    ) -> jnp.ndarray | None:
+        """(E, B, B) two-centre baseline of the off-site edges (``offsite`` (E,) bool: real, not
+        on-site), or None when this normaliser has none. JAX, jittable; target units."""
+        if self.baseline is None or self.shell_ls is None:
+            return None
+        species_of_z = jnp.asarray(self.species_of_z)
+        si = species_of_z[atomic_numbers[edge_src]]
+        sj = species_of_z[atomic_numbers[edge_dst]]
+        return self.baseline.blocks(self.shell_ls, si, sj, edge_vec, offsite)
 
     def edge_tables(
         self,
@@ -111,13 +154,17 @@ def _spinless_view(labels: np.ndarray, mask: np.ndarray, basis_size: int) -> tup
     return view.reshape(4 * e, basis_size, basis_size), mview.reshape(4 * e, basis_size, basis_size)
 
 
-def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structures: int = 500) -> Normaliser:
+def fit_normaliser(
+    graphs: Iterable, shell_ls: tuple[int, ...], *, max_structures: int = 500, baseline: bool = True
+) -> Normaliser:
     """Fit the tables on training graphs (objects with ``atomic_numbers``, ``edge_src``,
     ``edge_dst``, ``edge_shift``, ``labels`` (E, B, B) and ``label_mask``).
 
     Streams over the graphs once, keeping per (species pair, shell pair) sums only, so it works on
     disk stores larger than memory; statistics settle long before the whole of a large training set,
     so only the first ``max_structures`` graphs (in the given, seeded-shuffled order) are read.
+    ``baseline``: also fit the off-site two-centre baseline (spinless targets only; graphs need
+    ``edge_vec``), the off-site scales then being those of the remainder.
     """
     basis_size = sum(2 * l + 1 for l in shell_ls)
     blocks = _shell_blocks(tuple(shell_ls))
@@ -134,6 +181,8 @@ def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structure
     def zeros() -> np.ndarray:
         return np.zeros((nshell, nshell))
 
+    fit = BaselineFit(shell_ls) if baseline else None
+
     for count, graph in enumerate(graphs):
         if count >= max_structures:
             break
@@ -149,6 +198,18 @@ def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structure
         mask = np.asarray(graph.label_mask)
         spin_fold = 1 if labels.shape[-1] == basis_size else 4
         lab, msk = _spinless_view(labels, mask, basis_size)
+        if fit is not None and spin_fold == 1 and not np.iscomplexobj(labels) and hasattr(graph, "edge_vec"):
+            off = ~onsite
+            rows = np.asarray([z_index[int(v)] for v in z], dtype=np.int64)
+            fit.add(
+                rows[np.asarray(graph.edge_src)[off]],
+                rows[np.asarray(graph.edge_dst)[off]],
+                np.asarray(graph.edge_vec, dtype=np.float64)[off],
+                labels[off].astype(np.float64),
+                mask[off],
+            )
+        elif fit is not None:
+            fit = None  # spinful or complex targets (or graphs without edge vectors): no baseline
         src = np.repeat(np.asarray(graph.edge_src), spin_fold)
         dst = np.repeat(np.asarray(graph.edge_dst), spin_fold)
         ons = np.repeat(onsite, spin_fold)
@@ -193,6 +254,7 @@ def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structure
     onsite_scale_sh = np.full((nspec + 1, nshell, nshell), global_off)
     onsite_offset_sh = np.zeros((nspec + 1, nshell, nshell))
     offsite_scale_sh = np.full((nspec + 1, nspec + 1, nshell, nshell), global_off)
+    fitted, explained = fit.solve(nspec) if fit is not None else (None, None)
     for si in range(nspec):
         if si in on_sq:
             mean_l0 = on_tr[si] / np.maximum(on_trn[si], 1)
@@ -203,7 +265,16 @@ def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structure
             onsite_scale_sh[si] = finish(np.maximum(resid_sq, 0.0), on_n[si], global_off)
         for sj in range(nspec):
             if (si, sj) in off_sq:
-                offsite_scale_sh[si, sj] = finish(off_sq[(si, sj)], off_n[(si, sj)], global_off)
+                plain = finish(off_sq[(si, sj)], off_n[(si, sj)], global_off)
+                if explained is None:
+                    offsite_scale_sh[si, sj] = plain
+                else:
+                    # the RMS of what the baseline leaves, never below 1e-4 of the block's own RMS
+                    left = off_sq[(si, sj)] * (1.0 - explained[si, sj])
+                    rms = np.sqrt(left / np.maximum(off_n[(si, sj)], 1))
+                    offsite_scale_sh[si, sj] = np.where(
+                        off_n[(si, sj)] > 0, np.maximum(rms, 1e-4 * plain), plain
+                    )
 
     def expand(table: np.ndarray, *, identity: bool) -> np.ndarray:
         out = np.zeros((*table.shape[:-2], basis_size, basis_size))
@@ -222,4 +293,6 @@ def fit_normaliser(graphs: Iterable, shell_ls: tuple[int, ...], *, max_structure
         onsite_scale=expand(onsite_scale_sh, identity=False).astype(np.float32),
         offsite_scale=expand(offsite_scale_sh, identity=False).astype(np.float32),
         onsite_offset=expand(onsite_offset_sh, identity=True).astype(np.float32),
+        shell_ls=tuple(int(l) for l in shell_ls) if fitted is not None else None,
+        baseline=fitted,
     )

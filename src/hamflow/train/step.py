@@ -130,6 +130,12 @@ def _share_loss(
         batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
     )
     prediction = raw.astype(batch.labels.dtype) * scale + offset
+    offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
+    baseline = normaliser.edge_baseline(
+        batch.atomic_numbers, batch.edge_src, batch.edge_dst, offsite, batch.edge_vec
+    )
+    if baseline is not None:
+        prediction = prediction + baseline.astype(prediction.dtype)
     mask = batch.label_mask
     residual = prediction - batch.labels
     if standardize_gauge:

@@ -1,0 +1,227 @@
+"""An equivariant two-centre baseline of the off-site blocks, fitted by least squares before training.
+
+Off-site blocks of all-electron Hamiltonians are large (core-valence couplings of tens of eV) and
+depend mostly on the distance and direction of the pair; the network then has to resolve a small
+many-body variation on top of a large two-centre part. The baseline takes the two-centre part out:
+for an off-site edge of species (s_i, s_j) with vector r (length r, direction n), each shell pair
+(a, b) with angular momenta (l_a, l_b) and each L = |l_a - l_b|..l_a + l_b with (-1)^L = (-1)^(l_a+l_b)
+
+    x^L_ab(r) = c_{s_i s_j a b L}(r) Y^L(n),    c(r) = sum_k w_k exp(-((r - mu_k) / sigma)^2 / 2)
+
+and the block follows from the irreps by Clebsch-Gordan coefficients (hamflow.nn.block_head). This is
+the most general two-centre block that is a function of the pair vector alone and exactly
+E(3)-equivariant: Y^L(R n) = D^L(R) Y^L(n), and only parity-matching L survive inversion. The weights w
+are a linear least-squares fit (ridge-regularised) on the training structures, done in one streaming
+pass with the normaliser's statistics, so the normaliser's off-site scale becomes the RMS of what
+the baseline leaves. The network predicts that remainder: prediction = y * scale + offset + baseline.
+
+Units: r and mu in Angstrom, the baseline in the target's units (eV for H). K = NUM_RADIAL Gaussians
+per species pair, evenly spread over the pair's training distances (padded by one spacing).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import e3nn_jax as e3nn
+import jax.numpy as jnp
+import numpy as np
+
+from hamflow.nn.block_head import _cg_basis
+from hamflow.nn.wigner import STANDARD_TO_E3NN_AXES
+
+NUM_RADIAL = 8
+RIDGE = 1e-8  # relative to the mean diagonal of the normal equations
+MAX_EDGES_PER_PAIR = 50_000  # edges kept per species pair for the fit (the first ones seen)
+
+
+def shell_starts(shell_ls: Sequence[int]) -> np.ndarray:
+    """(nshell + 1,) first orbital of each shell in the common basis."""
+    return np.concatenate([[0], np.cumsum([2 * l + 1 for l in shell_ls])]).astype(np.int64)
+
+
+def allowed_ls(la: int, lb: int) -> list[int]:
+    """L of the shell pair's irreps that a function of the pair vector can carry: parity (-1)^L."""
+    return [L for L in range(abs(la - lb), la + lb + 1) if (L - la - lb) % 2 == 0]
+
+
+def standard_harmonics(vectors: np.ndarray | jnp.ndarray, lmax: int) -> jnp.ndarray:
+    """Real spherical harmonics Y^L_M of the directions of (E, 3) Cartesian vectors, L = 0..lmax in
+    the standard m order, 'component' normalised (|Y^L|^2 = 2L + 1): (E, (lmax + 1)^2)."""
+    permuted = e3nn.IrrepsArray("1o", jnp.asarray(vectors)[..., list(STANDARD_TO_E3NN_AXES)])
+    irreps = e3nn.Irreps.spherical_harmonics(lmax, p=-1)
+    return e3nn.spherical_harmonics(irreps, permuted, normalize=True, normalization="component").array
+
+
+def gaussians(lengths: np.ndarray | jnp.ndarray, centres, widths, xp=jnp):
+    """(E, K) Gaussians of (E,) lengths with per-edge (E, K) centres and (E,) widths (Angstrom)."""
+    return xp.exp(-0.5 * ((lengths[:, None] - centres) / widths[:, None]) ** 2)
+
+
+@functools.cache
+def _components(shell_ls: tuple[int, ...]) -> tuple[tuple[int, int, int, int], ...]:
+    """(a, b, L, offset of L inside the pair's CG basis) of every fitted component."""
+    out = []
+    for a, la in enumerate(shell_ls):
+        for b, lb in enumerate(shell_ls):
+            offset = 0
+            for L in range(abs(la - lb), la + lb + 1):
+                if L in allowed_ls(la, lb):
+                    out.append((a, b, L, offset))
+                offset += 2 * L + 1
+    return tuple(out)
+
+
+@functools.cache
+def _scatter_plan(shell_ls: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, target, lcol): entry k of the flattened (C, M) harmonic coefficients goes to column
+    target[k] of the block-head irreps vector (``output_irreps(shell_ls)``, B*B); M = 2 Lmax + 1;
+    lcol (C,) the L of each component."""
+    comps = _components(shell_ls)
+    lmax = max((L for _, _, L, _ in comps), default=0)
+    width = 2 * lmax + 1
+    pair_offsets = np.cumsum([0] + [(2 * la + 1) * (2 * lb + 1) for la in shell_ls for lb in shell_ls])
+    source, target = [], []
+    for c, (a, b, L, offset) in enumerate(comps):
+        start = int(pair_offsets[a * len(shell_ls) + b]) + offset
+        source.extend(c * width + m for m in range(2 * L + 1))
+        target.extend(start + m for m in range(2 * L + 1))
+    return (
+        np.asarray(source, dtype=np.int32),
+        np.asarray(target, dtype=np.int32),
+        np.asarray([L for _, _, L, _ in comps], dtype=np.int32),
+    )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The fitted tables. weights: (S+1, S+1, C, K) (target units); centres: (S+1, S+1, K) and
+    widths: (S+1, S+1) in Angstrom; C components of ``_components(shell_ls)``. Species rows as in
+    the Normaliser (the last row: unseen species, all zero)."""
+
+    weights: np.ndarray
+    centres: np.ndarray
+    widths: np.ndarray
+
+    def blocks(
+        self,
+        shell_ls: Sequence[int],
+        species_i: jnp.ndarray,
+        species_j: jnp.ndarray,
+        edge_vec: jnp.ndarray,
+        offsite: jnp.ndarray,
+    ) -> jnp.ndarray:
+        """(E, B, B) baseline blocks (zero on on-site and padding edges); JAX, jittable, float32."""
+        from hamflow.nn.block_head import assemble_blocks, output_irreps
+
+        shell_ls = tuple(int(l) for l in shell_ls)
+        source, target, lcol = _scatter_plan(shell_ls)
+        lmax = int(lcol.max()) if lcol.size else 0
+        vec = jnp.asarray(edge_vec, dtype=jnp.float32)
+        length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
+        safe = jnp.where(offsite[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
+        sh = standard_harmonics(safe, lmax)
+        # each component's harmonics, zero-padded to 2 Lmax + 1: (E, C, M)
+        per_l = [
+            jnp.pad(sh[:, L * L : L * L + 2 * L + 1], ((0, 0), (0, 2 * (lmax - L)))) for L in range(lmax + 1)
+        ]
+        harmonics = jnp.stack(per_l, axis=1)[:, lcol, :]
+        centres = jnp.asarray(self.centres)[species_i, species_j]
+        widths = jnp.asarray(self.widths)[species_i, species_j]
+        radial = gaussians(length, centres, widths)
+        coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
+        coefficient = jnp.where(offsite[:, None], coefficient, 0.0)
+        values = (coefficient[:, :, None] * harmonics).reshape(len(vec), -1)[:, source]
+        size = sum(2 * l + 1 for l in shell_ls)
+        irreps = jnp.zeros((len(vec), size * size), jnp.float32).at[:, target].set(values)
+        return assemble_blocks(e3nn.IrrepsArray(output_irreps(shell_ls, parity=False), irreps), shell_ls)
+
+
+class BaselineFit:
+    """Streaming least squares for the baseline: add off-site edges graph by graph, then solve."""
+
+    def __init__(self, shell_ls: Sequence[int]) -> None:
+        self.shell_ls = tuple(shell_ls)
+        self.components = _components(self.shell_ls)
+        self.starts = shell_starts(self.shell_ls)
+        self.counts: dict[tuple[int, int], int] = {}
+        self.edges: dict[tuple[int, int], list[tuple[np.ndarray, ...]]] = {}
+
+    def add(
+        self, si: np.ndarray, sj: np.ndarray, vec: np.ndarray, blocks: np.ndarray, masks: np.ndarray
+    ) -> None:
+        """Off-site edges of one graph: species rows (E,), vectors (E, 3) Angstrom, real blocks and
+        their masks (E, B, B). Keeps per species pair (up to MAX_EDGES_PER_PAIR edges) the lengths,
+        the projections t = <x^L, Y^L> / (2L+1) of each component, whether its block is complete, and
+        each shell-pair block's squared norm."""
+        if len(vec) == 0:
+            return
+        lmax = max((L for _, _, L, _ in self.components), default=0)
+        sh = np.asarray(standard_harmonics(vec, lmax), dtype=np.float64)
+        lengths = np.linalg.norm(vec, axis=1)
+        t = np.zeros((len(vec), len(self.components)))
+        full = np.zeros_like(t, dtype=bool)
+        s = self.starts
+        nshell = len(self.shell_ls)
+        energy = np.zeros((len(vec), nshell, nshell))
+        for a in range(nshell):
+            for b in range(nshell):
+                sub = np.where(
+                    masks[:, s[a] : s[a + 1], s[b] : s[b + 1]], blocks[:, s[a] : s[a + 1], s[b] : s[b + 1]], 0
+                )
+                energy[:, a, b] = np.sum(sub * sub, axis=(1, 2))
+        for c, (a, b, L, offset) in enumerate(self.components):
+            rows, cols = slice(s[a], s[a + 1]), slice(s[b], s[b + 1])
+            cg = _cg_basis(self.shell_ls[a], self.shell_ls[b])[offset : offset + 2 * L + 1]
+            x = np.einsum("eij,kij->ek", blocks[:, rows, cols], cg)
+            t[:, c] = np.sum(x * sh[:, L * L : L * L + 2 * L + 1], axis=1) / (2 * L + 1)
+            full[:, c] = masks[:, rows, cols].all(axis=(1, 2))
+        for pair in set(zip(si.tolist(), sj.tolist(), strict=True)):
+            kept = self.counts.get(pair, 0)
+            if kept >= MAX_EDGES_PER_PAIR:
+                continue
+            sel = np.nonzero((si == pair[0]) & (sj == pair[1]))[0][: MAX_EDGES_PER_PAIR - kept]
+            self.counts[pair] = kept + len(sel)
+            self.edges.setdefault(pair, []).append((lengths[sel], t[sel], full[sel], energy[sel]))
+
+    def solve(self, num_species: int) -> tuple[Baseline, np.ndarray]:
+        """(Baseline, explained) where explained (S+1, S+1, nshell, nshell) in [0, 1] is the fraction
+        of each shell-pair block's mean square that the baseline removes on the fitted edges."""
+        nshell = len(self.shell_ls)
+        n_comp = len(self.components)
+        weights = np.zeros((num_species + 1, num_species + 1, n_comp, NUM_RADIAL))
+        centres = np.zeros((num_species + 1, num_species + 1, NUM_RADIAL))
+        widths = np.ones((num_species + 1, num_species + 1))
+        explained = np.zeros((num_species + 1, num_species + 1, nshell, nshell))
+        for (si, sj), chunks in self.edges.items():
+            lengths = np.concatenate([c[0] for c in chunks])
+            t = np.concatenate([c[1] for c in chunks])
+            full = np.concatenate([c[2] for c in chunks])
+            energy = np.concatenate([c[3] for c in chunks]).sum(axis=0)
+            removed = np.zeros((nshell, nshell))
+            lo, hi = float(lengths.min()), float(lengths.max())
+            spacing = max((hi - lo) / (NUM_RADIAL - 3), 0.05)
+            mu = np.linspace(lo - spacing, hi + spacing, NUM_RADIAL)
+            width = float(mu[1] - mu[0])
+            phi = gaussians(
+                lengths, np.broadcast_to(mu, (len(lengths), NUM_RADIAL)), np.full(len(lengths), width), np
+            )
+            centres[si, sj], widths[si, sj] = mu, width
+            for c, (a, b, L, _) in enumerate(self.components):
+                keep = full[:, c]
+                if keep.sum() < NUM_RADIAL:
+                    continue
+                p, y = phi[keep], t[keep, c]
+                gram = p.T @ p
+                ridge = RIDGE * max(float(np.trace(gram)) / NUM_RADIAL, 1e-30)
+                w = np.linalg.solve(gram + ridge * np.eye(NUM_RADIAL), p.T @ y)
+                weights[si, sj, c] = w
+                fitted = p @ w
+                # |x - c Y|^2 = |x|^2 - (2L+1) (2 t c - c^2): the part of |x|^2 the baseline removes
+                removed[a, b] += float(np.sum((2 * L + 1) * (2 * y * fitted - fitted**2)))
+            explained[si, sj] = np.clip(removed / np.maximum(energy, 1e-300), 0.0, 1.0)
+        return Baseline(
+            weights.astype(np.float32), centres.astype(np.float32), widths.astype(np.float32)
+        ), explained
