@@ -11,10 +11,13 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from training_setup import REPO, tiny_config
 
-from hamflow.config.train_config import load_train_config, with_overrides
+from hamflow.cli import main
+from hamflow.config.train_config import dump_train_config, load_train_config, with_overrides
+from hamflow.data.matrix_h5 import read_matrix_h5
 from hamflow.graph.basis import parse_orbital_types
 from hamflow.graph.irreps import default_net_irreps
 from hamflow.train import run as train_run
@@ -51,7 +54,24 @@ def test_demo_molecules_train_with_natural_or_even_irreps(h2o_dir, jax_cache, tm
     assert resolved.model.advanced.net_irreps == irreps
 
 
-def test_periodic_crystal_trains_with_natural_irreps(deeph_dock, jax_cache, tmp_path):
+INFER_TOML = """
+[system]
+device = "cpu*1"
+log_level = "warning"
+jax_memory_preallocate = false
+[data]
+inputs_dir = "{inputs}"
+outputs_dir = "{outputs}"
+[data.graph]
+dataset_name = "NATURAL-INFER"
+parallel_num = 1
+[model]
+model_dir = "{model}"
+"""
+
+
+def test_periodic_crystal_trains_and_infers_with_natural_irreps(deeph_dock, jax_cache, tmp_path):
+    """`hamflow train` then `hamflow infer` on DeepH-dock's MoTe2 (R != 0 pairs, basis s3p2d2)."""
     inputs = tmp_path / "inputs"
     shutil.copytree(deeph_dock / "periodic" / "dft" / "MoTe2", inputs / "dft" / "MoTe2")
     cfg = tiny_config(
@@ -69,11 +89,21 @@ def test_periodic_crystal_trains_with_natural_irreps(deeph_dock, jax_cache, tmp_
             "process.train.dataloader.only_use_train_loss": True,
         },
     )
-    result = train_run.train(cfg, run_dir=tmp_path / "run")
-    assert result.epochs_done == 3
-    curve = losses(tmp_path / "run")
+    train_toml = tmp_path / "train.toml"
+    train_toml.write_text(dump_train_config(cfg))
+    run = tmp_path / "run"
+    assert main(["train", str(train_toml), "--run-dir", str(run)]) == 0
+    curve = losses(run)
     print(f"MoTe2 {NATURAL} train losses: {curve}")
-    assert all(math.isfinite(x) for x in curve)
+    assert len(curve) == 3 and all(math.isfinite(x) for x in curve)
+
+    infer_toml = tmp_path / "infer.toml"
+    infer_toml.write_text(INFER_TOML.format(inputs=inputs, outputs=tmp_path / "out", model=run / "model"))
+    assert main(["infer", str(infer_toml), "--run-dir", str(tmp_path / "infer")]) == 0
+    predicted = read_matrix_h5(tmp_path / "infer" / "dft" / "MoTe2" / "hamiltonian_pred.h5")
+    reference = read_matrix_h5(inputs / "dft" / "MoTe2" / "hamiltonian.h5")
+    assert predicted.atom_pairs.shape == reference.atom_pairs.shape and predicted.atom_pairs[:, :3].any()
+    assert np.isfinite(predicted.entries).all()
 
 
 @pytest.mark.parametrize("parity", [True, False])
