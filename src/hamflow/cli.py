@@ -237,7 +237,7 @@ def _run_discover(args: argparse.Namespace) -> int:
         stray_reason,
         write_manifest,
     )
-    from hamflow.errors import ConfigError, DataError
+    from hamflow.errors import ConfigError, DataError, os_errors
 
     cfg = None
     if args.config:
@@ -266,9 +266,14 @@ def _run_discover(args: argparse.Namespace) -> int:
         raise DataError(f'{lines[0]}{more}; fix the folders or set [data.dft] on_bad_structure = "skip"')
     for line in lines:
         print(f"hamflow: warning: skipping {line}", file=sys.stderr)
-    write_manifest(
-        out / "manifest.json", inputs_dir=inputs_dir, depth=depth, ids=found.ids, incomplete=found.incomplete
-    )
+    with os_errors("write the manifest", out / "manifest.json"):
+        write_manifest(
+            out / "manifest.json",
+            inputs_dir=inputs_dir,
+            depth=depth,
+            ids=found.ids,
+            incomplete=found.incomplete,
+        )
     skipped = f", {len(found.incomplete)} incomplete folder(s) skipped" if found.incomplete else ""
     print(f"discovered {len(found.ids)} structures in {dft_dir} (depth {depth}){skipped}")
     print(f"manifest -> {out / 'manifest.json'}")
@@ -286,7 +291,8 @@ def _run_discover(args: argparse.Namespace) -> int:
                 test_size=loader.test_size,
                 seed=cfg.system.random_seed,
             )
-        write_split(out / "dataset_split.json", split)
+        with os_errors("write the split", out / "dataset_split.json"):
+            write_split(out / "dataset_split.json", split)
         sizes = ", ".join(f"{part} {len(ids)}" for part, ids in split.items())
         print(f"split: {sizes} -> {out / 'dataset_split.json'}")
     return 0

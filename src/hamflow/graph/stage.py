@@ -485,10 +485,15 @@ def build_graph_store(
         raise ConfigError(error.key, error.problem, source=source) from None
     settings = graph_settings(cfg, basis, orbital_map)
     inputs = [(sid, structure_digest(structure_path(inputs_dir, sid), graph_type)) for sid in mine]
-    with build_lock(out) as locked:
-        if locked:
-            remove_stale_temporaries(out)
-        return _reuse_or_build(cfg, out, mine, reports, infos, basis, orbital_map, settings, inputs, progress)
+    with build_lock(out) as locked, _signals_interrupt(out):
+        try:
+            if locked:
+                remove_stale_temporaries(out)
+            return _reuse_or_build(
+                cfg, out, mine, reports, infos, basis, orbital_map, settings, inputs, progress
+            )
+        finally:
+            stop_workers()  # validation's and the build's joblib workers, however the build ended
 
 
 def _reuse_or_build(
@@ -568,10 +573,6 @@ def _reuse_or_build(
         neighbour_cutoff=settings.get("neighbour_cutoff"),
         progress=progress,
     )
-    try:
-        with _signals_interrupt(out), os_errors("write the graph store", out):
-            write_store(out, graphs, meta)
-    finally:
-        if workers > 1:
-            stop_workers()
+    with os_errors("write the graph store", out):
+        write_store(out, graphs, meta)
     return out
