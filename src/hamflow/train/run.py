@@ -379,7 +379,7 @@ def _model_spec(cfg: Any, data: _Data, store_meta: Any) -> ModelSpec:
     irreps = adv.net_irreps or default_net_irreps(
         data.basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type
     )
-    check_net_irreps(irreps, data.basis, consider_parity=adv.consider_parity)
+    check_net_irreps(irreps, data.basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type)
     return ModelSpec(
         net_type=cfg.model.net_type,
         shell_ls=tuple(int(l) for l in data.basis.shell_ls),
