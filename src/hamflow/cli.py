@@ -699,9 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HamflowError as error:
         print(f"hamflow: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("hamflow: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # hamflow.errors.Interrupted carries its line and exit code
+        message = str(interrupt)
+        print(f"hamflow: error: {message}" if message else "hamflow: interrupted", file=sys.stderr)
+        return int(getattr(interrupt, "exit_code", 130))
     except OSError as error:  # one the stage did not name itself: still one line, never a traceback
         print(f"hamflow: error: {os_error_line(args.command, error)}", file=sys.stderr)
         return 1

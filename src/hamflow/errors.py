@@ -98,3 +98,14 @@ def os_errors(operation: str, path: str | Path) -> Iterator[None]:
         raise
     except OSError as error:
         raise FileSystemError.from_os_error(operation, path, error) from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGTERM, SIGINT) stopped a stage; ``str(error)`` is the one line for the user.
+
+    A :class:`KeyboardInterrupt`, not an ``Exception``: raised from a signal handler, it may surface
+    anywhere, and no ``except Exception`` on the way (logging's ``handleError``, a catch-all around a
+    reader) may swallow it. The CLI prints it like a :class:`HamflowError`, with ``exit_code``.
+    """
+
+    exit_code: int = 130

@@ -39,7 +39,7 @@ from hamflow.data.discover import no_structures_error, scan_dft_dir, shard_ids, 
 from hamflow.data.info import StructureInfo, read_info
 from hamflow.data.matrix_h5 import MATRIX_FILES
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE, load_structure
-from hamflow.errors import ConfigError, DataError, HamflowError, os_errors
+from hamflow.errors import ConfigError, DataError, HamflowError, Interrupted, os_errors
 from hamflow.graph.basis import CommonBasis, common_basis
 from hamflow.graph.store import (
     GraphStore,
@@ -298,7 +298,7 @@ def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: in
     return [sid for sid in ids if sid in ok]
 
 
-class GraphBuildInterrupted(HamflowError):
+class GraphBuildInterrupted(Interrupted):
     """SIGTERM/SIGINT during a graph build: nothing was written, the temporary file is removed."""
 
     def __init__(self, signum: int, out: Path) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hamflow.atomic import atomic_write_text
-from hamflow.errors import ConfigError, DataError, FileSystemError, HamflowError, os_errors
+from hamflow.errors import ConfigError, DataError, FileSystemError, HamflowError, Interrupted, os_errors
 from hamflow.graph.batch import GraphBatch
 from hamflow.train import checkpoint as ckpt
 from hamflow.train.buckets import BucketPlan, assign_to_plan, epoch_batches, padding_waste, plan_buckets
@@ -84,7 +84,7 @@ class TrainingInterrupted(HamflowError):
         )
 
 
-class InterruptedBeforeTraining(HamflowError):
+class InterruptedBeforeTraining(Interrupted):
     """SIGTERM/SIGINT arrived before the training loop began: nothing new to save, rerun to start."""
 
     def __init__(self, signum: int, where: Path) -> None:
