@@ -258,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["train", str(toml_path), "--run-dir", str(run), "--split", str(split_path),
          "--set", f"process.train.max_epoch={epochs}"],
         log=work / "train.log",
-        timeout=max(deadline - time.perf_counter(), 1.0),
+        # never stopped before its start-up and a first epoch are through (a budget already spent
+        # by the calibration still gives a model; the wall time printed says by how much it ran over)
+        timeout=max(deadline - time.perf_counter(), startup_s + compile_s + 2.0 * epoch_s),
     )  # fmt: skip
     budget_wall = time.perf_counter() - started
 

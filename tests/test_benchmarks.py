@@ -1,0 +1,84 @@
+"""The accuracy benchmark's pieces: the MD17-like sampler and splits, and benchmarks/accuracy.py run end
+to end on data another tool wrote (DeepH-dock's H2O), as a user would point it at any folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import make_md17_like  # noqa: E402
+
+
+def _fake_water_reference() -> dict:
+    """A water reference with PBE-like frequencies: modes from a diagonal mass-weighted Hessian."""
+    rng = np.random.default_rng(0)
+    modes, _ = np.linalg.qr(rng.normal(size=(9, 3)))
+    return {
+        "elements": ["O", "H", "H"],
+        "equilibrium_angstrom": [[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]],
+        "omega2": [0.0525, 0.2788, 0.2942],  # (1608, 3690, 3790 cm^-1 / 5140.48)^2
+        "modes": modes.tolist(),
+        "masses_amu": [15.999, 1.008, 1.008],
+        "temperature_K": 500.0,
+        "box_angstrom": 20.0,
+    }
+
+
+def test_geometries_are_seeded_independent_and_thermal() -> None:
+    reference = _fake_water_reference()
+    first = make_md17_like.sample_geometry(reference, 3, 1, "water")
+    again = make_md17_like.sample_geometry(reference, 3, 1, "water")
+    other = make_md17_like.sample_geometry(reference, 4, 1, "water")
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    np.testing.assert_allclose(first.mean(axis=0), [10.0, 10.0, 10.0], atol=1e-12)  # centred in the box
+    oh = [
+        np.linalg.norm(g[1] - g[0])
+        for g in (make_md17_like.sample_geometry(reference, k, 1, "water") for k in range(300))
+    ]
+    # thermal spread at 500 K: a few hundredths of an Angstrom around the equilibrium 0.957
+    assert 0.93 < np.mean(oh) < 0.99 and 0.005 < np.std(oh) < 0.08
+
+
+def test_splits_follow_qhnet_md17() -> None:
+    assert make_md17_like.split_sizes("water", 1500) == (500, 500, 500)
+    assert make_md17_like.split_sizes("ethanol", 300) == (250, 10, 40)
+    assert sum(make_md17_like.split_sizes("water", 200)) == 200
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_runs_on_deeph_dock_water(deeph_dock: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    text = (REPO / "config" / "accuracy.toml").read_text()
+    text = text.replace('net_irreps = ""', 'net_irreps = "4x0e+2x1o+2x1e+2x2e+2x2o+1x3o+1x3e+1x4e"')
+    text = text.replace("num_blocks = 3", "num_blocks = 1").replace("warmup_steps = 50", "warmup_steps = 2")
+    text = text.replace("multi_way_jit_num = 4", "multi_way_jit_num = 1")
+    config.write_text(text)
+    out = tmp_path / "figures.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--data", str(deeph_dock / "h2o")]
+    command += [
+        "--minutes",
+        "2",
+        "--config",
+        str(config),
+        "--work",
+        str(tmp_path / "work"),
+        "--json",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads(out.read_text())
+    assert figures["structures"] == {"train": 4, "validate": 1, "test": 1}
+    assert figures["steps"] > 0 and figures["parameters"] > 0 and figures["curve"]
+    for key in ("test_mae_meV", "test_mae_gauge_meV", "test_onsite_mae_meV", "test_offsite_mae_meV"):
+        assert np.isfinite(figures[key]) and figures[key] > 0
+    assert "test MAE of H" in done.stdout
