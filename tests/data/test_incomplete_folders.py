@@ -100,10 +100,9 @@ def test_cli_validate_reports_a_stray_file(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.fixture
-def inputs_with_incomplete(tmp_path: Path) -> Path:
-    """3 demo H2O structures and, beside them, an empty folder and one without POSCAR (depth 0)."""
-    if not DEMO_H2O.is_dir():
-        pytest.skip("the demo dataset (data/demo/molecules) is missing")
+def inputs_with_incomplete(tmp_path: Path, demo_dir: Path) -> Path:
+    """3 demo H2O structures and, beside them, an empty folder and one without POSCAR (depth 0);
+    ``demo_dir`` (tests/conftest.py) skips, naming the generator, without the committed demo data."""
     inputs = tmp_path / "inputs"
     for sid in sorted(p.name for p in DEMO_H2O.iterdir())[:3]:
         shutil.copytree(DEMO_H2O / sid, inputs / "dft" / sid)
