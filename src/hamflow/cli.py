@@ -618,6 +618,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         ids=_split_ids(args.split, args.part),
         jobs=args.jobs,
     )
+    _print_evaluation(result)
+    return 0
+
+
+def _print_evaluation(result) -> None:  # an hamflow.infer.evaluate.EvaluationResult
+    """The MAE table of ``hamflow evaluate`` and ``hamflow test``: overall, then per element pair."""
     overall = result.summary.overall
     unit = "meV" if result.target == "H" else "x1e-3 electrons"
     gauge = " (gauge-corrected)" if result.standardize_gauge else ""
@@ -625,9 +631,143 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"{len(result.summary.structures)} structure(s), {overall.count} entries: "
         f"MAE {overall.mae * 1000:.4g} {unit}{gauge}, max {overall.maximum * 1000:.4g} {unit}"
     )
+    pairs = sorted(result.summary.element_pairs.items())
+    if pairs:
+        print(f"  {'pair':<8} {'entries':>10} {'MAE ' + unit:>16} {'max ' + unit:>16}")
+        for (first, second), stats in pairs:
+            print(
+                f"  {first + '-' + second:<8} {stats.count:>10} {stats.mae * 1000:>16.4g} "
+                f"{stats.maximum * 1000:>16.4g}"
+            )
     for sid, reason in result.not_compared.items():
         print(f"hamflow: note: structure {sid} not compared: {reason}", file=sys.stderr)
     print(f"results -> {result.out_dir}")
+
+
+# -- test: a trained run on one part of a split -> predictions, evaluation and the MAE table ------
+
+
+def _add_test(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "test",
+        help="one-shot test of a trained run (like DeePMD-kit's `dp test`): infer + evaluate, MAE table",
+        description="Predict with RUN_DIR's model (as `hamflow infer`) every structure of one part of a "
+        "dataset_split.json (default: the test part of RUN_DIR/dataset_split.json; without one, every "
+        "structure under --data), compare with the DFT files (as `hamflow evaluate`) and print the MAE "
+        "table. OUT holds the inference run (deepx.log, infer.toml, predictions.json, "
+        "dft/<sid>/hamiltonian_pred.h5) and evaluation/ (metrics.json, the CSV tables); it appears "
+        "complete or not at all. Device, float type and data_dir_depth default to the run's train.toml.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory (or its model/)")
+    parser.add_argument(
+        "--data", required=True, metavar="DIR", help="the inputs folder holding dft/ (or the dft/ folder)"
+    )
+    parser.add_argument(
+        "--split", metavar="SPLIT.json", help="dataset_split.json (default: RUN_DIR/dataset_split.json)"
+    )
+    parser.add_argument("--part", default="test", help="the part of the split to test (default test)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default: a new temporary folder, printed)"
+    )
+    parser.add_argument("--device", help="e.g. cpu*1 or gpu*1 (default: the run's [system].device)")
+    parser.add_argument("--depth", type=int, help="data_dir_depth (default: the run's, else 0)")
+    parser.add_argument(
+        "--load-model-type", choices=("best", "latest"), default="best", help="checkpoint (default best)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="structures per batch (default 1)")
+    parser.add_argument("--no-bands", action="store_true", help="skip the eigenvalue / band errors")
+    parser.set_defaults(handler=_run_test)
+
+
+def _test_out_dir(out: str | None):
+    """The final output folder: ``--out`` (new, empty, or an earlier test output), else a new tmp one."""
+    import tempfile
+    from pathlib import Path
+
+    from hamflow.errors import ConfigError
+    from hamflow.infer.stage import PREDICTIONS_FILE
+
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="hamflow-test-")) / "out"
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError("--out", f"= {out!r} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / PREDICTIONS_FILE).is_file():
+        raise ConfigError("--out", f"= {out!r} is a non-empty folder that no `hamflow test` wrote")
+    return path
+
+
+def _run_test(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from hamflow.atomic import atomic_dir
+    from hamflow.config.device import configure_jax_environment
+    from hamflow.config.infer_config import parse_infer_config
+    from hamflow.config.train_config import read_toml
+    from hamflow.errors import ConfigError
+    from hamflow.infer.evaluate import resolve_dft_dir
+    from hamflow.train.saved_model import resolve_model_dir
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise ConfigError("RUN_DIR", f"= {args.run_dir!r} is not a folder")
+    layout = resolve_model_dir(run)
+    if not Path(args.data).is_dir():
+        raise ConfigError("--data", f"= {args.data!r} is not a folder")
+    dft_dir = resolve_dft_dir(args.data, "--data").resolve()
+    trained = read_toml(layout.train_toml) if layout.train_toml.is_file() else {}
+    split = args.split
+    if split is None and layout.split.is_file():
+        split = str(layout.split)
+    ids = _split_ids(split, args.part)
+    if ids is not None and not ids:
+        raise ConfigError("--part", f"= {args.part!r} holds no structures in {split}")
+    system = {key: value for key, value in trained.get("system", {}).items() if key != "note"}
+    if args.device is not None:
+        system["device"] = args.device
+    system.setdefault("device", "cpu*1")
+    dft = dict(trained.get("data", {}).get("dft", {}))
+    if args.depth is not None:
+        dft["data_dir_depth"] = args.depth
+    out = _test_out_dir(args.out)
+    with tempfile.TemporaryDirectory(prefix="hamflow-test-inputs-") as inputs, atomic_dir(out) as build:
+        # The graph store goes under inputs_dir/graph: a scratch folder whose dft/ leads to --data, so
+        # that testing never writes into the data folder.
+        os.symlink(dft_dir, Path(inputs) / "dft", target_is_directory=True)
+        cfg = parse_infer_config(
+            {
+                "system": system,
+                "data": {
+                    "inputs_dir": inputs,
+                    "outputs_dir": str(build),
+                    "dft": dft,
+                    "graph": {"dataset_name": "TEST"},
+                },
+                "model": {"model_dir": str(layout.model), "load_model_type": args.load_model_type},
+                "process": {"infer": {"dataloader": {"batch_size": args.batch_size}}},
+            },
+            source=None,
+        )
+        configure_jax_environment(cfg.system)
+        from hamflow.infer.evaluate import evaluate_predictions
+        from hamflow.infer.stage import run_inference
+
+        inferred = run_inference(cfg, run_dir=build, ids=ids)
+        result = evaluate_predictions(
+            dft_dir,
+            inferred.output_dir,
+            out_dir=build / "evaluation",
+            depth=cfg.data.dft.data_dir_depth,
+            bands=not args.no_bands,
+            ids=inferred.predicted,
+        )
+    what = f"part {args.part!r} of {split}" if split else f"every structure under {dft_dir}"
+    print(f"{len(inferred.predicted)} structure(s) tested ({what}), checkpoint {inferred.checkpoint}")
+    result.out_dir = out / "evaluation"
+    _print_evaluation(result)
+    print(f"predictions -> {out / 'dft'}")
     return 0
 
 
@@ -667,6 +807,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_graph,
     _add_infer,
     _add_evaluate,
+    _add_test,
     _add_plot,
     # (each section appends its _add_<name> here)
     _add_convert,

@@ -245,3 +245,50 @@ def test_cli_infer_then_evaluate(inputs, run_dir, tmp_path, tiny_network, restor
     code = main(["infer", str(toml)])
     err = capsys.readouterr().err
     assert code == 1 and "not a hamflow run directory" in err and err.count("\n") == 1
+
+
+def test_cli_test_one_shot_infer_and_evaluate(
+    inputs, run_dir, tmp_path, tiny_network, restore_x64, capsys
+) -> None:
+    """`hamflow test RUN --data DIR`: the run's test part predicted and compared, the data untouched."""
+    (run_dir / "dataset_split.json").write_text(
+        json.dumps({"train": ["138"], "validate": [], "test": ["282"]})
+    )
+    out = tmp_path / "test-out"
+    code = main(["test", str(run_dir), "--data", str(inputs), "--out", str(out), "--no-bands"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "1 structure(s) tested (part 'test'" in captured.out
+    assert "1 structure(s), 529 entries: MAE" in captured.out and "  H-O " in captured.out
+    assert (out / "dft" / "282" / "hamiltonian_pred.h5").is_file()
+    assert not (out / "dft" / "138").exists()
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics["structures"] == 1 and metrics["overall"]["entries"] == 529
+    assert not (inputs / "graph").exists()  # the graph store went to a scratch folder
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".test-out")) == []
+
+    # again into the same folder (replaced), with another split and part
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": [], "other": ["138", "282"]}))
+    assert main(["test", str(run_dir), "--data", str(inputs / "dft"), "--out", str(out),
+                 "--split", str(split), "--part", "other", "--no-bands"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "2 structure(s) tested" in captured.out and "1 structure(s), 529 entries" in captured.out
+    assert "structure 138 not compared: no DFT hamiltonian.h5" in captured.err  # 138: overlap only
+    assert (out / "dft" / "138" / "hamiltonian_pred.h5").is_file()
+
+    # one-line errors
+    for argv, message in [
+        (["test", str(tmp_path / "nope"), "--data", str(inputs)], "[RUN_DIR] = "),
+        (["test", str(inputs), "--data", str(inputs)], "not a hamflow run directory"),
+        (["test", str(run_dir), "--data", str(tmp_path / "nope")], "[--data] = "),
+        (
+            ["test", str(run_dir), "--data", str(inputs), "--split", str(split), "--part", "x"],
+            "[--part] = 'x'",
+        ),
+        (["test", str(run_dir), "--data", str(inputs), "--split", str(split)], "holds no structures"),
+        (["test", str(run_dir), "--data", str(inputs), "--out", str(inputs)], "no `hamflow test` wrote"),
+    ]:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code != 0 and message in err and err.count("\n") == 1, (argv, err)
