@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -797,12 +798,24 @@ def _count(params: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
 
 
-def _progress(cfg: Any, total: int, epoch: int, initial: int) -> Any:
+def _progress(cfg: Any, total: int, epoch: int, initial: int, stream: Any = None) -> Any:
+    """The per-batch bar of one epoch on ``stream`` (stderr), or None: with
+    ``show_train_process_bar = false``, and when the stream is not a terminal (a SLURM log, a pipe),
+    where a bar's carriage-return redraws would only fill the file. The epoch lines are logged either way.
+    """
     if not cfg.system.show_train_process_bar:
+        return None
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        terminal = bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        terminal = False
+    if not terminal:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, unit="batch")
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, unit="batch", file=stream)
 
 
 def _merge_partial(partial: dict, step_metrics: list[StepMetrics], batches_done: int) -> dict:
