@@ -9,7 +9,7 @@
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.27")  # the snakemake floor of pyproject.toml (tests/test_packaging.py)
 
 
 # config/config.yaml is loaded by workflow/rules/common.smk (which names the file and line of a YAML
