@@ -45,3 +45,14 @@ def demo_dir() -> Path:
     if not (DEMO_DIR / "molecules").is_dir():
         pytest.skip(f"demo dataset not generated yet at {DEMO_DIR} (run scripts/make_demo_dataset.py)")
     return DEMO_DIR
+
+
+@pytest.fixture(scope="session")
+def deepx_run():
+    """``run(script, *args)``: ``python -c script`` in a Python >= 3.12 that imports DeepH-dock (the
+    cached venv of tests/deepx_venv.py, built on first use); skips saying why where none can be had."""
+    import functools
+
+    from deepx_venv import deepx_python, run_deepx
+
+    return functools.partial(run_deepx, deepx_python())

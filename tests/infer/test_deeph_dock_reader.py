@@ -1,24 +1,19 @@
 """Round trip: a prediction written by hamflow, read back by DeepH-dock's own reader, gives the same
 dense H(k) as hamflow's reader (periodic MoTe2, k off Gamma, so cell shifts and phases count).
 
-DeepH-dock (``pip install --no-deps --ignore-requires-python deepx-dock``) declares Python >= 3.12 and
-its ``misc.py`` uses 3.12-only f-string syntax, so on Python 3.11 its reader does not import. The test
-then runs the reader in another interpreter named by ``HAMFLOW_DEEPX_PYTHON`` (a Python >= 3.12 with
-numpy, h5py, scipy, tqdm, joblib, threadpoolctl, toml and deepx-dock installed), or skips saying why.
+DeepH-dock needs Python >= 3.12, so the reader runs in a subprocess of the interpreter the ``deepx_run``
+fixture finds (``$HAMFLOW_DEEPX_PYTHON``, else a cached venv on pyenv's 3.12+; tests/deepx_venv.py);
+the test skips, saying why, only where there is no such Python or no package index to install from.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from hamflow.data.kspace import dense_at_k
 from hamflow.data.matrix_h5 import read_matrix_h5
@@ -41,35 +36,15 @@ np.savez(out, h_k=h_k, s_k=s_k)
 """
 
 
-def _deeph_dock_dense(folder: Path, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _deeph_dock_dense(folder: Path, tmp_path: Path, deepx_run) -> tuple[np.ndarray, np.ndarray]:
     """(H(k), S(k)) stacked over K_POINTS, as DeepH-dock's HamiltonianObj builds them."""
-    try:
-        from deepx_dock.compute.eigen.hamiltonian import HamiltonianObj
-    except (ImportError, SyntaxError) as error:
-        interpreter = os.environ.get("HAMFLOW_DEEPX_PYTHON")
-        if not interpreter:
-            pytest.skip(
-                f"DeepH-dock's reader does not import on Python {sys.version_info.major}."
-                f"{sys.version_info.minor} ({type(error).__name__}: {error}); it needs Python >= 3.12 "
-                "(pip install --no-deps --ignore-requires-python deepx-dock). Set HAMFLOW_DEEPX_PYTHON "
-                "to a Python >= 3.12 that has it to run this round trip."
-            )
-        out = tmp_path / "deeph_dock_dense.npz"
-        done = subprocess.run(
-            [interpreter, "-c", READER_SCRIPT, str(folder), str(out), json.dumps(K_POINTS)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
-        with np.load(out) as data:
-            return data["h_k"], data["s_k"]
-    obj = HamiltonianObj(str(folder), str(folder / "hamiltonian_pred.h5"))
-    s_k, h_k = obj.Sk_and_Hk(np.array(K_POINTS))
-    return h_k, s_k
+    out = tmp_path / "deeph_dock_dense.npz"
+    deepx_run(READER_SCRIPT, str(folder), str(out), json.dumps(K_POINTS))
+    with np.load(out) as data:
+        return data["h_k"], data["s_k"]
 
 
-def test_hamflow_prediction_reads_back_in_deeph_dock(deeph_dock: Path, tmp_path: Path) -> None:
+def test_hamflow_prediction_reads_back_in_deeph_dock(deeph_dock: Path, tmp_path: Path, deepx_run) -> None:
     source = deeph_dock / "periodic" / "dft" / "MoTe2"
     structure = load_structure(source)
     basis = union_basis(structure.info.elements_orbital_map)
@@ -101,7 +76,7 @@ def test_hamflow_prediction_reads_back_in_deeph_dock(deeph_dock: Path, tmp_path:
     offsets = structure.orbital_offsets
     h_ours = np.stack([dense_at_k(ours, offsets, k) for k in K_POINTS])
     s_ours = np.stack([dense_at_k(structure.matrices["S"], offsets, k) for k in K_POINTS])
-    h_theirs, s_theirs = _deeph_dock_dense(folder, tmp_path)
+    h_theirs, s_theirs = _deeph_dock_dense(folder, tmp_path, deepx_run)
     assert h_theirs.shape == h_ours.shape == (len(K_POINTS), 57, 57)
     np.testing.assert_allclose(h_theirs, h_ours, rtol=0, atol=1e-9)
     np.testing.assert_allclose(s_theirs, s_ours, rtol=0, atol=1e-12)
