@@ -151,7 +151,12 @@ def make_predict_fn(
         prediction = raw.astype(out_dtype) * scale + offset
         offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
         baseline = normaliser.edge_baseline(
-            batch.atomic_numbers, batch.edge_src, batch.edge_dst, offsite, batch.edge_vec
+            batch.atomic_numbers,
+            batch.edge_src,
+            batch.edge_dst,
+            offsite,
+            batch.edge_vec,
+            onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
         )
         if baseline is not None:
             prediction = prediction + baseline.astype(out_dtype)

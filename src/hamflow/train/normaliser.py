@@ -30,8 +30,12 @@ import numpy as np
 
 from hamflow.atomic import atomic_path
 from hamflow.train.baseline import Baseline, BaselineFit
+from hamflow.train.onsite_baseline import OnsiteBaseline, OnsiteBaselineFit
 
 MAX_Z = 119
+# The smallest normalised scale of a block a baseline explains, as a fraction of its scale without
+# the baseline: it bounds the weight the normalised loss gives to a nearly fully explained block.
+REMAINDER_FLOOR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Normaliser:
     onsite_offset: np.ndarray
     shell_ls: tuple[int, ...] | None = None
     baseline: Baseline | None = None
+    onsite_baseline: OnsiteBaseline | None = None
 
     @property
     def basis_size(self) -> int:
@@ -66,6 +71,14 @@ class Normaliser:
                     "baseline_centres": self.baseline.centres,
                     "baseline_widths": self.baseline.widths,
                 }
+            if self.onsite_baseline is not None and self.shell_ls is not None:
+                extra.update(
+                    shell_ls=np.asarray(self.shell_ls, dtype=np.int64),
+                    onsite_baseline_weights=self.onsite_baseline.weights,
+                    onsite_baseline_intercept=self.onsite_baseline.intercept,
+                    onsite_baseline_centres=self.onsite_baseline.centres,
+                    onsite_baseline_widths=self.onsite_baseline.widths,
+                )
             np.savez(
                 handle,
                 species_of_z=self.species_of_z,
@@ -77,17 +90,23 @@ class Normaliser:
 
     @classmethod
     def load(cls, path: str | Path) -> Normaliser:
-        """Read ``normaliser.npz`` (files written before the baseline existed load without one)."""
+        """Read ``normaliser.npz`` (files written before the baselines existed load without them)."""
         with np.load(path) as data:
             tables = {name: np.asarray(data[name]) for name in data.files}
-        baseline = None
-        shell_ls = None
+        baseline = onsite = None
+        shell_ls = tuple(int(l) for l in tables.pop("shell_ls")) if "shell_ls" in tables else None
         if "baseline_weights" in tables:
             baseline = Baseline(
                 tables.pop("baseline_weights"), tables.pop("baseline_centres"), tables.pop("baseline_widths")
             )
-            shell_ls = tuple(int(l) for l in tables.pop("shell_ls"))
-        return cls(**tables, shell_ls=shell_ls, baseline=baseline)
+        if "onsite_baseline_weights" in tables:
+            onsite = OnsiteBaseline(
+                tables.pop("onsite_baseline_weights"),
+                tables.pop("onsite_baseline_intercept"),
+                tables.pop("onsite_baseline_centres"),
+                tables.pop("onsite_baseline_widths"),
+            )
+        return cls(**tables, shell_ls=shell_ls, baseline=baseline, onsite_baseline=onsite)
 
     def edge_baseline(
         self,
@@ -96,15 +115,25 @@ class Normaliser:
         edge_dst: jnp.ndarray,
         offsite: jnp.ndarray,
         edge_vec: jnp.ndarray,
+        onsite: jnp.ndarray | None = None,
     ) -> jnp.ndarray | None:
-        """(E, B, B) two-centre baseline of the off-site edges (``offsite`` (E,) bool: real, not
-        on-site), or None when this normaliser has none. JAX, jittable; target units."""
-        if self.baseline is None or self.shell_ls is None:
+        """(E, B, B) baselines: the two-centre one on the ``offsite`` (E,) edges (real, not on-site)
+        and the neighbour-sum one on the ``onsite`` (E,) edges (real on-site edges; omitted: none),
+        or None when this normaliser has neither. JAX, jittable; target units."""
+        if self.shell_ls is None or (self.baseline is None and self.onsite_baseline is None):
             return None
         species_of_z = jnp.asarray(self.species_of_z)
         si = species_of_z[atomic_numbers[edge_src]]
         sj = species_of_z[atomic_numbers[edge_dst]]
-        return self.baseline.blocks(self.shell_ls, si, sj, edge_vec, offsite)
+        total = None
+        if self.baseline is not None:
+            total = self.baseline.blocks(self.shell_ls, si, sj, edge_vec, offsite)
+        if self.onsite_baseline is not None and onsite is not None:
+            on = self.onsite_baseline.blocks(
+                self.shell_ls, si, sj, edge_src, edge_vec, offsite, onsite, int(atomic_numbers.shape[0])
+            )
+            total = on if total is None else total + on
+        return total
 
     def edge_tables(
         self,
@@ -182,6 +211,7 @@ def fit_normaliser(
         return np.zeros((nshell, nshell))
 
     fit = BaselineFit(shell_ls) if baseline else None
+    onsite_fit = OnsiteBaselineFit(shell_ls) if baseline else None
 
     for count, graph in enumerate(graphs):
         if count >= max_structures:
@@ -208,8 +238,18 @@ def fit_normaliser(
                 labels[off].astype(np.float64),
                 mask[off],
             )
+            src_all, dst_all = np.asarray(graph.edge_src), np.asarray(graph.edge_dst)
+            onsite_fit.add(
+                rows,
+                src_all[onsite],
+                labels[onsite].astype(np.float64),
+                mask[onsite],
+                src_all[off],
+                dst_all[off],
+                np.asarray(graph.edge_vec, dtype=np.float64)[off],
+            )
         elif fit is not None:
-            fit = None  # spinful or complex targets (or graphs without edge vectors): no baseline
+            fit = onsite_fit = None  # spinful or complex targets (or no edge vectors): no baselines
         src = np.repeat(np.asarray(graph.edge_src), spin_fold)
         dst = np.repeat(np.asarray(graph.edge_dst), spin_fold)
         ons = np.repeat(onsite, spin_fold)
@@ -255,25 +295,34 @@ def fit_normaliser(
     onsite_offset_sh = np.zeros((nspec + 1, nshell, nshell))
     offsite_scale_sh = np.full((nspec + 1, nspec + 1, nshell, nshell), global_off)
     fitted, explained = fit.solve(nspec) if fit is not None else (None, None)
+    onsite_fitted, onsite_explained = onsite_fit.solve(nspec) if onsite_fit is not None else (None, None)
     for si in range(nspec):
         if si in on_sq:
             mean_l0 = on_tr[si] / np.maximum(on_trn[si], 1)
             # the RMS of what remains once the offset is removed sets the scale
             l_dims = np.array([[2 * la + 1 if la == lb else 0 for lb in shell_ls] for la in shell_ls])
             resid_sq = on_sq[si] - mean_l0**2 * l_dims * on_trn[si]
-            onsite_offset_sh[si] = mean_l0
-            onsite_scale_sh[si] = finish(np.maximum(resid_sq, 0.0), on_n[si], global_off)
+            plain_on = finish(np.maximum(resid_sq, 0.0), on_n[si], global_off)
+            if onsite_explained is None:
+                onsite_offset_sh[si] = mean_l0
+                onsite_scale_sh[si] = plain_on
+            else:
+                # the baseline holds the constant: no offset; the scale is the RMS of what it
+                # leaves, never below REMAINDER_FLOOR of the offset-removed block's RMS
+                left = on_sq[si] * (1.0 - onsite_explained[si])
+                rms = np.sqrt(left / np.maximum(on_n[si], 1))
+                onsite_scale_sh[si] = np.where(on_n[si] > 0, np.maximum(rms, REMAINDER_FLOOR * plain_on), plain_on)
         for sj in range(nspec):
             if (si, sj) in off_sq:
                 plain = finish(off_sq[(si, sj)], off_n[(si, sj)], global_off)
                 if explained is None:
                     offsite_scale_sh[si, sj] = plain
                 else:
-                    # the RMS of what the baseline leaves, never below 1e-4 of the block's own RMS
+                    # the RMS of what the baseline leaves, never below REMAINDER_FLOOR of the block's own RMS
                     left = off_sq[(si, sj)] * (1.0 - explained[si, sj])
                     rms = np.sqrt(left / np.maximum(off_n[(si, sj)], 1))
                     offsite_scale_sh[si, sj] = np.where(
-                        off_n[(si, sj)] > 0, np.maximum(rms, 1e-4 * plain), plain
+                        off_n[(si, sj)] > 0, np.maximum(rms, REMAINDER_FLOOR * plain), plain
                     )
 
     def expand(table: np.ndarray, *, identity: bool) -> np.ndarray:
@@ -293,6 +342,7 @@ def fit_normaliser(
         onsite_scale=expand(onsite_scale_sh, identity=False).astype(np.float32),
         offsite_scale=expand(offsite_scale_sh, identity=False).astype(np.float32),
         onsite_offset=expand(onsite_offset_sh, identity=True).astype(np.float32),
-        shell_ls=tuple(int(l) for l in shell_ls) if fitted is not None else None,
+        shell_ls=tuple(int(l) for l in shell_ls) if fitted is not None or onsite_fitted is not None else None,
         baseline=fitted,
+        onsite_baseline=onsite_fitted,
     )

@@ -132,7 +132,12 @@ def _share_loss(
     prediction = raw.astype(batch.labels.dtype) * scale + offset
     offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
     baseline = normaliser.edge_baseline(
-        batch.atomic_numbers, batch.edge_src, batch.edge_dst, offsite, batch.edge_vec
+        batch.atomic_numbers,
+        batch.edge_src,
+        batch.edge_dst,
+        offsite,
+        batch.edge_vec,
+        onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
     )
     if baseline is not None:
         prediction = prediction + baseline.astype(prediction.dtype)
