@@ -10,9 +10,12 @@ L = |l_a - l_b|..l_a + l_b with (-1)^L = (-1)^(l_a+l_b)
 
 and the block follows from the irreps by Clebsch-Gordan coefficients (hamflow.nn.block_head), as for
 the off-site baseline (hamflow.train.baseline). Y^L(R n) = D^L(R) Y^L(n) makes it exactly
-rotation-equivariant; the parity rule keeps it inversion-equivariant. With the baseline the on-site
-offset of the normaliser is zero (the constant c is part of the fit) and the on-site scale is the RMS
-of what the baseline leaves.
+rotation-equivariant; the parity rule keeps it inversion-equivariant. The constant c is the training
+mean of the component and the weights w a ridge fit of what it leaves: where a test atom's neighbours
+lie beyond the training distances the Gaussians vanish and the baseline falls back to the mean (the
+least-squares intercept, with the Gaussians cancelling it, put one demo test geometry 2.5 eV off).
+With the baseline the on-site offset of the normaliser is zero and the on-site scale is the RMS of
+what the baseline leaves.
 
 Units: r, mu and sigma in Angstrom, the baseline in the target's units (eV for H). K = NUM_RADIAL
 Gaussians per centre species, evenly spread over its neighbours' training distances.
@@ -31,7 +34,6 @@ import numpy as np
 from hamflow.nn.block_head import _cg_basis
 from hamflow.train.baseline import (
     NUM_RADIAL,
-    RIDGE,
     _components,
     _scatter_plan,
     gaussians,
@@ -40,6 +42,7 @@ from hamflow.train.baseline import (
 )
 
 MAX_NODES_PER_SPECIES = 20_000  # atoms kept per species for the fit (the first ones seen)
+RIDGE_ONSITE = 1e-5  # relative to the mean diagonal of the normal equations
 
 
 @dataclass(frozen=True)
@@ -203,21 +206,20 @@ class OnsiteBaselineFit:
                 feats = np.zeros((n_atoms, 2 * L + 1, num_species + 1, NUM_RADIAL))
                 values = phi[:, None, :] * sh[:, L * L : L * L + 2 * L + 1, None]
                 np.add.at(feats, (atom, slice(None), nb_species), values)
-                design = feats.reshape(n_atoms, 2 * L + 1, -1)
-                if L == 0:
-                    design = np.concatenate([design, np.ones((n_atoms, 1, 1))], axis=2)
-                p = design[keep].reshape(-1, design.shape[2])
+                p = feats.reshape(n_atoms, 2 * L + 1, -1)[keep].reshape(-1, (num_species + 1) * NUM_RADIAL)
                 y = x[keep, c, : 2 * L + 1].reshape(-1)
-                if len(y) < design.shape[2]:
+                if not keep.any():
                     continue
+                # the constant is the training mean; the neighbour sum fits what is left, its ridge
+                # shrinking towards the mean, and far from the training distances (where the
+                # Gaussians vanish) the baseline falls back to the mean instead of extrapolating
+                mean = float(y.mean()) if L == 0 else 0.0
                 gram = p.T @ p
-                ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
-                w = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), p.T @ y)
-                fitted = p @ w
+                ridge = RIDGE_ONSITE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
+                w = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), p.T @ (y - mean))
+                fitted = p @ w + mean
                 removed[a, b] += float(np.sum(y * y) - np.sum((y - fitted) ** 2))
-                if L == 0:
-                    intercept[species, c] = w[-1]
-                    w = w[:-1]
+                intercept[species, c] = mean
                 weights[species, :, c] = w.reshape(num_species + 1, NUM_RADIAL)
             explained[species] = np.clip(removed / np.maximum(energy, 1e-300), 0.0, 1.0)
         return OnsiteBaseline(
