@@ -95,6 +95,28 @@ def _scatter_plan(shell_ls: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np
     )
 
 
+def component_harmonics(vectors: jnp.ndarray, lcol: np.ndarray) -> jnp.ndarray:
+    """(E, C, M) standard harmonics Y^L of (E, 3) vectors for each component's L (``lcol`` (C,)),
+    zero-padded to M = 2 Lmax + 1."""
+    lmax = int(lcol.max()) if lcol.size else 0
+    sh = standard_harmonics(vectors, lmax)
+    per_l = [
+        jnp.pad(sh[:, L * L : L * L + 2 * L + 1], ((0, 0), (0, 2 * (lmax - L)))) for L in range(lmax + 1)
+    ]
+    return jnp.stack(per_l, axis=1)[:, lcol, :]
+
+
+def components_to_blocks(values: jnp.ndarray, shell_ls: tuple[int, ...]) -> jnp.ndarray:
+    """(E, B, B) blocks from (E, C, M) component irreps (``_components(shell_ls)`` order, zero-padded)."""
+    from hamflow.nn.block_head import assemble_blocks, output_irreps
+
+    source, target, _ = _scatter_plan(shell_ls)
+    size = sum(2 * l + 1 for l in shell_ls)
+    flat = values.reshape(values.shape[0], -1)[:, source]
+    irreps = jnp.zeros((values.shape[0], size * size), jnp.float32).at[:, target].set(flat)
+    return assemble_blocks(e3nn.IrrepsArray(output_irreps(shell_ls, parity=False), irreps), shell_ls)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The fitted tables. weights: (S+1, S+1, C, K) (target units); centres: (S+1, S+1, K) and
@@ -114,29 +136,18 @@ class Baseline:
         offsite: jnp.ndarray,
     ) -> jnp.ndarray:
         """(E, B, B) baseline blocks (zero on on-site and padding edges); JAX, jittable, float32."""
-        from hamflow.nn.block_head import assemble_blocks, output_irreps
-
         shell_ls = tuple(int(l) for l in shell_ls)
-        source, target, lcol = _scatter_plan(shell_ls)
-        lmax = int(lcol.max()) if lcol.size else 0
+        _, _, lcol = _scatter_plan(shell_ls)
         vec = jnp.asarray(edge_vec, dtype=jnp.float32)
         length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
         safe = jnp.where(offsite[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
-        sh = standard_harmonics(safe, lmax)
-        # each component's harmonics, zero-padded to 2 Lmax + 1: (E, C, M)
-        per_l = [
-            jnp.pad(sh[:, L * L : L * L + 2 * L + 1], ((0, 0), (0, 2 * (lmax - L)))) for L in range(lmax + 1)
-        ]
-        harmonics = jnp.stack(per_l, axis=1)[:, lcol, :]
+        harmonics = component_harmonics(safe, lcol)
         centres = jnp.asarray(self.centres)[species_i, species_j]
         widths = jnp.asarray(self.widths)[species_i, species_j]
         radial = gaussians(length, centres, widths)
         coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
         coefficient = jnp.where(offsite[:, None], coefficient, 0.0)
-        values = (coefficient[:, :, None] * harmonics).reshape(len(vec), -1)[:, source]
-        size = sum(2 * l + 1 for l in shell_ls)
-        irreps = jnp.zeros((len(vec), size * size), jnp.float32).at[:, target].set(values)
-        return assemble_blocks(e3nn.IrrepsArray(output_irreps(shell_ls, parity=False), irreps), shell_ls)
+        return components_to_blocks(coefficient[:, :, None] * harmonics, shell_ls)
 
 
 class BaselineFit:

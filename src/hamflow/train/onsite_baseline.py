@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +35,8 @@ from hamflow.train.baseline import (
     NUM_RADIAL,
     _components,
     _scatter_plan,
+    component_harmonics,
+    components_to_blocks,
     gaussians,
     shell_starts,
     standard_harmonics,
@@ -72,19 +73,12 @@ class OnsiteBaseline:
         the ``neighbour`` (E,) edges (real off-site edges) by their centre atom ``edge_src``.
         species_i/j: (E,) species rows of the edge's centre and neighbour atoms; edge_vec (E, 3) in
         Angstrom; num_nodes: the number of atoms (static). JAX, jittable, float32."""
-        from hamflow.nn.block_head import assemble_blocks, output_irreps
-
         shell_ls = tuple(int(l) for l in shell_ls)
-        source, target, lcol = _scatter_plan(shell_ls)
-        lmax = int(lcol.max()) if lcol.size else 0
+        _, _, lcol = _scatter_plan(shell_ls)
         vec = jnp.asarray(edge_vec, dtype=jnp.float32)
         length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
         safe = jnp.where(neighbour[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
-        sh = standard_harmonics(safe, lmax)
-        per_l = [
-            jnp.pad(sh[:, L * L : L * L + 2 * L + 1], ((0, 0), (0, 2 * (lmax - L)))) for L in range(lmax + 1)
-        ]
-        harmonics = jnp.stack(per_l, axis=1)[:, lcol, :]  # (E, C, M)
+        harmonics = component_harmonics(safe, lcol)  # (E, C, M)
         radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
         coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
         coefficient = jnp.where(neighbour[:, None], coefficient, 0.0)
@@ -92,10 +86,7 @@ class OnsiteBaseline:
         values = per_node[edge_src]  # (E, C, M): each edge reads its centre atom's sum
         constant = jnp.asarray(self.intercept)[species_i] * jnp.asarray(lcol == 0, jnp.float32)
         values = values.at[:, :, 0].add(constant)
-        values = jnp.where(onsite[:, None, None], values, 0.0).reshape(len(vec), -1)[:, source]
-        size = sum(2 * l + 1 for l in shell_ls)
-        irreps = jnp.zeros((len(vec), size * size), jnp.float32).at[:, target].set(values)
-        return assemble_blocks(e3nn.IrrepsArray(output_irreps(shell_ls, parity=False), irreps), shell_ls)
+        return components_to_blocks(jnp.where(onsite[:, None, None], values, 0.0), shell_ls)
 
 
 class OnsiteBaselineFit:
