@@ -145,21 +145,7 @@ def make_predict_fn(
 
     def one(params: Any, batch: GraphBatch) -> jnp.ndarray:
         raw = apply_fn(params, batch)
-        scale, offset = normaliser.edge_tables(
-            batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
-        )
-        prediction = raw.astype(out_dtype) * scale + offset
-        offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
-        baseline = normaliser.edge_baseline(
-            batch.atomic_numbers,
-            batch.edge_src,
-            batch.edge_dst,
-            offsite,
-            batch.edge_vec,
-            onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
-        )
-        if baseline is not None:
-            prediction = prediction + baseline.astype(out_dtype)
+        prediction, _ = normaliser.physical(raw, batch, spinful=spinful, dtype=out_dtype)
         return jnp.where(batch.label_mask, prediction.astype(out_dtype), 0)
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))

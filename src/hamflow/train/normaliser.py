@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -135,6 +136,28 @@ class Normaliser:
             )
             total = on if total is None else total + on
         return total
+
+    def physical(
+        self, raw: jnp.ndarray, batch: Any, *, spinful: bool, dtype: Any
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(prediction, scale): the network's normalised output ``raw`` (E, b, b) of one unstacked
+        GraphBatch as physical blocks ``raw * scale + offset + baselines`` in ``dtype`` (target units,
+        eV for H), and the (E, b, b) scale used. JAX, jittable."""
+        scale, offset = self.edge_tables(
+            batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
+        )
+        prediction = raw.astype(dtype) * scale + offset
+        baseline = self.edge_baseline(
+            batch.atomic_numbers,
+            batch.edge_src,
+            batch.edge_dst,
+            jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite)),
+            batch.edge_vec,
+            onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
+        )
+        if baseline is not None:
+            prediction = prediction + baseline.astype(prediction.dtype)
+        return prediction, scale
 
     def edge_tables(
         self,

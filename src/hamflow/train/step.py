@@ -126,21 +126,7 @@ def _share_loss(
 ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
     """Loss of one device's share (an unstacked GraphBatch) and its (abs error sum, entry count)."""
     raw = apply_fn(params, batch)
-    scale, offset = normaliser.edge_tables(
-        batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
-    )
-    prediction = raw.astype(batch.labels.dtype) * scale + offset
-    offsite = jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite))
-    baseline = normaliser.edge_baseline(
-        batch.atomic_numbers,
-        batch.edge_src,
-        batch.edge_dst,
-        offsite,
-        batch.edge_vec,
-        onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
-    )
-    if baseline is not None:
-        prediction = prediction + baseline.astype(prediction.dtype)
+    prediction, scale = normaliser.physical(raw, batch, spinful=spinful, dtype=batch.labels.dtype)
     mask = batch.label_mask
     residual = prediction - batch.labels
     if standardize_gauge:
