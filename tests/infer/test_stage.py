@@ -211,6 +211,20 @@ def test_to_input_sap_only_save_graph_and_errors(
         run_inference(cfg, run_dir=tmp_path / "y")
 
 
+def test_an_incomplete_structure_folder_stops_inference_instead_of_being_left_out(
+    inputs, run_dir, tmp_path, tiny_network, restore_x64
+) -> None:
+    cfg = _config(inputs, run_dir, tmp_path)
+    (inputs / "dft" / "half").mkdir()
+    (inputs / "dft" / "half" / "POSCAR").write_text((inputs / "dft" / "bare" / "POSCAR").read_text())
+    left_out = r"1 folder\(s\) .* left out of the prediction.*structure half.*no info.json"
+    with pytest.raises(DataError, match=left_out):
+        run_inference(cfg, run_dir=tmp_path / "whole")
+    assert not (tmp_path / "whole" / "dft").exists()
+    # Asking for other structures by id does not trip over it.
+    assert run_inference(cfg, run_dir=tmp_path / "some", ids=["bare"]).predicted == ["bare"]
+
+
 def test_cli_infer_then_evaluate(inputs, run_dir, tmp_path, tiny_network, restore_x64, capsys) -> None:
     toml = tmp_path / "infer.toml"
     toml.write_text(

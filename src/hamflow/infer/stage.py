@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hamflow.atomic import atomic_write_text
-from hamflow.data.discover import discover_structures, structure_path
+from hamflow.data.discover import incomplete_reason, scan_dft_dir, stray_reason, structure_path
 from hamflow.data.info import StructureInfo, read_info
 from hamflow.data.matrix_h5 import MATRIX_FILES
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE
@@ -186,9 +186,25 @@ def inference_store(cfg: Any, ids: Sequence[str], spec: ModelSpec, *, workers: i
 
 
 def select_ids(cfg: Any, ids: Sequence[str] | None) -> list[str]:
-    """Structure ids under inputs_dir/dft (restricted to ``ids`` when given; unknown ids are an error)."""
+    """Structure ids under inputs_dir/dft (restricted to ``ids`` when given; unknown ids are an error).
+
+    A folder at the structure level that lacks POSCAR or info.json (or a dead symlink) is an error
+    naming it, never a structure silently left out of the prediction; with ``ids`` only the
+    requested folders are checked. Stray files are logged.
+    """
     dft_dir = Path(cfg.data.inputs_dir) / "dft"
-    found = discover_structures(dft_dir, cfg.data.dft.data_dir_depth)
+    scanned = scan_dft_dir(dft_dir, cfg.data.dft.data_dir_depth)
+    for stray in scanned.strays:
+        LOG.warning("%s", stray_reason(dft_dir, stray))
+    incomplete = scanned.incomplete if ids is None else [sid for sid in scanned.incomplete if sid in set(ids)]
+    if incomplete:
+        raise DataError(
+            f"{len(incomplete)} folder(s) under {dft_dir} are not complete structures and would be left "
+            f"out of the prediction; complete or remove them (first: "
+            f"{incomplete_reason(dft_dir, incomplete[0])})",
+            file=dft_dir,
+        )
+    found = scanned.ids
     if ids is not None:
         have = set(found)
         unknown = [sid for sid in ids if sid not in have]
