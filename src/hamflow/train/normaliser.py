@@ -31,6 +31,7 @@ import numpy as np
 
 from hamflow.atomic import atomic_path
 from hamflow.train.baseline import Baseline, BaselineFit
+from hamflow.train.environment_baseline import EnvironmentBaseline, EnvironmentBaselineFit
 from hamflow.train.onsite_baseline import OnsiteBaseline, OnsiteBaselineFit
 
 MAX_Z = 119
@@ -57,6 +58,7 @@ class Normaliser:
     shell_ls: tuple[int, ...] | None = None
     baseline: Baseline | None = None
     onsite_baseline: OnsiteBaseline | None = None
+    environment_baseline: EnvironmentBaseline | None = None
 
     @property
     def basis_size(self) -> int:
@@ -81,6 +83,13 @@ class Normaliser:
                     onsite_baseline_centres=self.onsite_baseline.centres,
                     onsite_baseline_widths=self.onsite_baseline.widths,
                 )
+            if self.environment_baseline is not None and self.shell_ls is not None:
+                extra.update(
+                    shell_ls=np.asarray(self.shell_ls, dtype=np.int64),
+                    environment_baseline_weights=self.environment_baseline.weights,
+                    environment_baseline_centres=self.environment_baseline.centres,
+                    environment_baseline_widths=self.environment_baseline.widths,
+                )
             np.savez(
                 handle,
                 species_of_z=self.species_of_z,
@@ -95,7 +104,7 @@ class Normaliser:
         """Read ``normaliser.npz`` (files written before the baselines existed load without them)."""
         with np.load(path) as data:
             tables = {name: np.asarray(data[name]) for name in data.files}
-        baseline = onsite = None
+        baseline = onsite = environment = None
         shell_ls = tuple(int(l) for l in tables.pop("shell_ls")) if "shell_ls" in tables else None
         if "baseline_weights" in tables:
             baseline = Baseline(
@@ -108,7 +117,19 @@ class Normaliser:
                 tables.pop("onsite_baseline_centres"),
                 tables.pop("onsite_baseline_widths"),
             )
-        return cls(**tables, shell_ls=shell_ls, baseline=baseline, onsite_baseline=onsite)
+        if "environment_baseline_weights" in tables:
+            environment = EnvironmentBaseline(
+                tables.pop("environment_baseline_weights"),
+                tables.pop("environment_baseline_centres"),
+                tables.pop("environment_baseline_widths"),
+            )
+        return cls(
+            **tables,
+            shell_ls=shell_ls,
+            baseline=baseline,
+            onsite_baseline=onsite,
+            environment_baseline=environment,
+        )
 
     def edge_baseline(
         self,
@@ -119,9 +140,9 @@ class Normaliser:
         edge_vec: jnp.ndarray,
         onsite: jnp.ndarray | None = None,
     ) -> jnp.ndarray | None:
-        """(E, B, B) baselines: the two-centre one on the ``offsite`` (E,) edges (real, not on-site)
-        and the neighbour-sum one on the ``onsite`` (E,) edges (real on-site edges; omitted: none),
-        or None when this normaliser has neither. JAX, jittable; target units."""
+        """(E, B, B) baselines: the two-centre one and the environment one on the ``offsite`` (E,)
+        edges (real, not on-site) and the neighbour-sum one on the ``onsite`` (E,) edges (real on-site
+        edges; omitted: none), or None when this normaliser has none. JAX, jittable; target units."""
         if self.shell_ls is None or (self.baseline is None and self.onsite_baseline is None):
             return None
         species_of_z = jnp.asarray(self.species_of_z)
@@ -135,6 +156,11 @@ class Normaliser:
                 self.shell_ls, si, sj, edge_src, edge_vec, offsite, onsite, int(atomic_numbers.shape[0])
             )
             total = on if total is None else total + on
+        if self.environment_baseline is not None:
+            env = self.environment_baseline.blocks(
+                self.shell_ls, si, sj, edge_src, edge_dst, edge_vec, offsite, int(atomic_numbers.shape[0])
+            )
+            total = env if total is None else total + env
         return total
 
     def physical(
@@ -236,6 +262,7 @@ def fit_normaliser(
 
     fit = BaselineFit(shell_ls) if baseline else None
     onsite_fit = OnsiteBaselineFit(shell_ls) if baseline else None
+    environment_fit = EnvironmentBaselineFit(shell_ls) if baseline else None
 
     for count, graph in enumerate(graphs):
         if count >= max_structures:
@@ -272,8 +299,18 @@ def fit_normaliser(
                 dst_all[off],
                 np.asarray(graph.edge_vec, dtype=np.float64)[off],
             )
+            environment_fit.add(
+                rows,
+                src_all[off],
+                dst_all[off],
+                np.asarray(graph.edge_vec, dtype=np.float64)[off],
+                labels[off].astype(np.float64),
+                mask[off],
+            )
         elif fit is not None:
-            fit = onsite_fit = None  # spinful or complex targets (or no edge vectors): no baselines
+            fit = onsite_fit = environment_fit = (
+                None  # spinful or complex targets (or no edge vectors): no baselines
+            )
         src = np.repeat(np.asarray(graph.edge_src), spin_fold)
         dst = np.repeat(np.asarray(graph.edge_dst), spin_fold)
         ons = np.repeat(onsite, spin_fold)
@@ -320,6 +357,11 @@ def fit_normaliser(
     offsite_scale_sh = np.full((nspec + 1, nspec + 1, nshell, nshell), global_off)
     fitted, explained = fit.solve(nspec) if fit is not None else (None, None)
     onsite_fitted, onsite_explained = onsite_fit.solve(nspec) if onsite_fit is not None else (None, None)
+    environment_fitted = environment_explained = None
+    if environment_fit is not None and fitted is not None and onsite_fitted is not None:
+        environment_fitted, environment_explained = environment_fit.solve(
+            nspec, fitted, onsite_fitted.centres, onsite_fitted.widths
+        )
     for si in range(nspec):
         if si in on_sq:
             mean_l0 = on_tr[si] / np.maximum(on_trn[si], 1)
@@ -346,6 +388,8 @@ def fit_normaliser(
                 else:
                     # the RMS of what the baseline leaves, never below REMAINDER_FLOOR of the block's own RMS
                     left = off_sq[(si, sj)] * (1.0 - explained[si, sj])
+                    if environment_explained is not None:
+                        left = left * (1.0 - environment_explained[si, sj])
                     rms = np.sqrt(left / np.maximum(off_n[(si, sj)], 1))
                     offsite_scale_sh[si, sj] = np.where(
                         off_n[(si, sj)] > 0, np.maximum(rms, REMAINDER_FLOOR * plain), plain
@@ -371,4 +415,5 @@ def fit_normaliser(
         shell_ls=tuple(int(l) for l in shell_ls) if fitted is not None or onsite_fitted is not None else None,
         baseline=fitted,
         onsite_baseline=onsite_fitted,
+        environment_baseline=environment_fitted,
     )
