@@ -705,7 +705,7 @@ def _run_test(args: argparse.Namespace) -> int:
     from hamflow.atomic import atomic_dir
     from hamflow.config.device import configure_jax_environment
     from hamflow.config.infer_config import parse_infer_config
-    from hamflow.config.train_config import read_toml
+    from hamflow.config.toml_io import read_toml
     from hamflow.errors import ConfigError
     from hamflow.infer.evaluate import resolve_dft_dir
     from hamflow.train.saved_model import resolve_model_dir

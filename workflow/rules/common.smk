@@ -30,6 +30,8 @@ from hamflow.config.schema import toml_repr
 from hamflow.config.train_config import (
     dump_train_config,
     load_train_config,
+    resolved_keys,
+    stage_keys,
     train_config_to_dict,
     with_overrides,
 )
@@ -149,19 +151,7 @@ def check_finetune_source():
 check_finetune_source()
 
 
-def flatten(table, prefix=""):
-    """{dotted key: value} of every leaf of a nested TOML mapping."""
-    flat = {}
-    for name, value in table.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{key}."))
-        else:
-            flat[key] = value
-    return flat
-
-
-RESOLVED = flatten(train_config_to_dict(TRAIN_CFG))
+RESOLVED = resolved_keys(TRAIN_CFG)
 
 
 def setting_params(dotted_keys, values=None):
@@ -198,58 +188,12 @@ def write_resolved_toml(text, stem):
 RESOLVED_TOML = write_resolved_toml(dump_train_config(TRAIN_CFG), "train")
 
 # The settings each stage depends on (its params): a stage reruns, with what follows, exactly when one
-# of its own settings changes.
-DISCOVER_SETTINGS = setting_params(
-    [
-        "data.inputs_dir",
-        "data.dft.data_dir_depth",
-        "system.random_seed",
-        "process.train.dataloader.train_size",
-        "process.train.dataloader.validate_size",
-        "process.train.dataloader.test_size",
-        "process.train.dataloader.dataset_split_json",
-    ]
-)
-PARSE_SETTINGS = setting_params(
-    [
-        "data.inputs_dir",
-        "data.dft.data_dir_depth",
-        "data.dft.on_bad_structure",
-        "data.graph.graph_type",
-    ]
-)
-GRAPH_SETTINGS = setting_params(
-    [
-        "data.inputs_dir",
-        "data.dft.data_dir_depth",
-        "data.dft.on_bad_structure",
-        "data.graph.dataset_name",
-        "data.graph.graph_type",
-        "data.graph.storage_type",
-        "data.graph.common_orbital_types",
-        "system.float_type",
-    ]
-    + (
-        ["model.advanced.gaussian_basis_rmax"]
-        if TRAIN_CFG.data.graph.graph_type == "Sap"
-        else []
-    )
-)
-# Training depends on every key except those that change neither the data nor the result.
-NOT_AFFECTING_TRAINING = (
-    "system.note",
-    "system.log_level",
-    "system.show_train_process_bar",
-    "system.jax_memory_preallocate",
-    "data.outputs_dir",
-    "data.graph.parallel_num",
-    "process.train.compilation_cache_dir",
-)
-
-
-TRAIN_SETTINGS = setting_params(
-    [key for key in RESOLVED if key not in NOT_AFFECTING_TRAINING]
-)
+# of its own settings changes. Which keys those are is declared with each key in the training schema
+# (option(stages=..., store=...) in hamflow.config.train_config).
+DISCOVER_SETTINGS = setting_params(stage_keys(TRAIN_CFG, "discover"))
+PARSE_SETTINGS = setting_params(stage_keys(TRAIN_CFG, "parse"))
+GRAPH_SETTINGS = setting_params(stage_keys(TRAIN_CFG, "graph"))
+TRAIN_SETTINGS = setting_params(stage_keys(TRAIN_CFG, "train"))
 
 # The matrix files the parse stage requires: those the graph stage needs for this graph_type.
 PARSE_QUANTITIES = (
@@ -387,25 +331,12 @@ INFER_VALUES = {
     "infer.part": INFER_PART,
 }
 INFER_SETTINGS = setting_params(
-    [
-        "data.inputs_dir",
-        "data.dft.data_dir_depth",
-        "system.float_type",
-        "infer.data.graph.graph_type",
-        "infer.model.load_model_type",
-        "infer.part",
-    ],
+    stage_keys(TRAIN_CFG, "infer")
+    + ["infer.data.graph.graph_type", "infer.model.load_model_type", "infer.part"],
     INFER_VALUES,
 )
 EVALUATE_SETTINGS = setting_params(
-    [
-        "data.inputs_dir",
-        "data.dft.data_dir_depth",
-        "model.target_type",
-        "model.advanced.standardize_gauge",
-        "infer.part",
-    ],
-    INFER_VALUES,
+    stage_keys(TRAIN_CFG, "evaluate") + ["infer.part"], INFER_VALUES
 )
 
 

@@ -56,22 +56,6 @@ METRICS_COLUMNS = (
     "learning_rate",
     "lr_scale",
 )
-#: keys whose change does not invalidate checkpoints of a run being resumed
-RESUME_MUTABLE_KEYS = (
-    "process.train.max_epoch",
-    "data.model_save",
-    "system.show_train_process_bar",
-    "system.log_level",
-    "system.note",
-    "system.device",
-    "system.jax_memory_preallocate",
-    "process.train.compilation_cache_dir",
-    "process.train.ahead_of_time_compile",
-    "process.train.multi_way_jit_num",
-    "data.graph.parallel_num",
-    "data.graph.storage_type",
-    "data.graph.only_save_graph",
-)
 
 
 class TrainingInterrupted(HamflowError):
@@ -178,28 +162,6 @@ def join_slurm_processes() -> bool:
         return False
     jax.distributed.initialize()
     return True
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(_flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
-def _config_changes(old: dict, new: dict) -> list[str]:
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    changed = []
-    for key in sorted(set(flat_old) | set(flat_new)):
-        if any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE_KEYS):
-            continue
-        if flat_old.get(key) != flat_new.get(key):
-            changed.append(key)
-    return changed
 
 
 # --------------------------------------------------------------------------------------- data
@@ -449,6 +411,7 @@ def train(
         dump_train_config,
         latest_save_interval,
         load_train_config,
+        resume_blocking_changes,
         train_config_to_dict,
     )
     from hamflow.train.schedules import (
@@ -491,7 +454,7 @@ def train(
         resuming = ckpt.newest_resumable(layout)
         if resuming is not None and layout.train_toml.is_file():
             previous = train_config_to_dict(load_train_config(layout.train_toml))
-            changes = _config_changes(previous, resolved)
+            changes = resume_blocking_changes(previous, resolved)
             if changes:
                 aside = _set_aside(layout) if writer else None
                 LOG.warning(
