@@ -26,6 +26,7 @@ LAYERS = {
     "hamflow.workflow_support": 4,
     "hamflow.infer": 5,
     "hamflow.cli": 6,
+    "hamflow.cli_data": 6,
     "hamflow.__main__": 6,
     "hamflow": 0,
 }
