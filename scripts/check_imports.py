@@ -23,7 +23,7 @@ LAYERS = {
     "hamflow.config": 3,
     "hamflow.nn": 3,
     "hamflow.train": 4,
-    "hamflow.workflow_support": 4,
+    "hamflow.workflow_support": 6,
     "hamflow.infer": 5,
     "hamflow.cli": 6,
     "hamflow.cli_data": 6,
