@@ -80,14 +80,12 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
     import jax.numpy as jnp
 
     from hamflow.config.precision import apply_float_type
-    from hamflow.data.split import make_split
     from hamflow.graph.batch import GraphBatch
-    from hamflow.graph.collate import collate
-    from hamflow.graph.irreps import default_net_irreps
-    from hamflow.graph.store import GraphStore
-    from hamflow.nn.model import build_model, count_parameters, init_params
-    from hamflow.train.buckets import epoch_batches, plan_buckets
+    from hamflow.nn.model import count_parameters, init_params
+    from hamflow.train.buckets import epoch_batches
+    from hamflow.train.data import open_data, plan_batches
     from hamflow.train.normaliser import fit_normaliser
+    from hamflow.train.saved_model import build_network, model_spec
     from hamflow.train.schedules import learning_rate_schedule
     from hamflow.train.step import TrainState, make_optimizer, make_steps
 
@@ -98,45 +96,20 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
     tcfg = cfg.process.train
     policy = apply_float_type(cfg.system.float_type)
 
-    store = GraphStore.open(store_path)
-    dl = tcfg.dataloader
-    split = make_split(
-        store.ids,
-        train_size=dl.train_size,
-        validate_size=dl.validate_size,
-        test_size=dl.test_size,
-        seed=cfg.system.random_seed,
-    )
-    position = {sid: n for n, sid in enumerate(store.ids)}
-    train = np.asarray([position[sid] for sid in split["train"]])
-    shell_ls = tuple(int(l) for l in store.meta.basis.shell_ls)
-    normaliser = fit_normaliser((store.get(int(i)) for i in train), shell_ls)
-    plan = plan_buckets(store.num_nodes[train], store.num_edges[train], batch_size=BATCH_SIZE, max_buckets=1)
-    shape = plan.shapes[0]
-
-    def stacked_batch(members: np.ndarray) -> GraphBatch:
-        graphs = [store.get(int(train[m])) for m in members]
-        share = collate(
-            graphs, num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
-        )
-        return GraphBatch(*(np.stack([field]) for field in share))
-
-    batches = [stacked_batch(members) for _, members in epoch_batches(plan, seed=0, epoch=1, shuffle=True)]
+    # the training run's own steps: store and split, model spec, bucket plan (one shape, one device)
+    data = open_data(cfg, store_path, None)
+    store, train = data.store, np.asarray(data.index["train"])
+    spec = model_spec(cfg, data.basis, store.meta)
+    irreps = spec.net_irreps
+    normaliser = fit_normaliser((store.get(int(i)) for i in train), spec.shell_ls)
+    plan = plan_batches(cfg, data, jax.devices()[:1], policy.label_dtype)
+    shape = plan.plan.shapes[0]
+    batches = [
+        plan.train.host_batch(bucket, members)
+        for bucket, members in epoch_batches(plan.plan, seed=0, epoch=1, shuffle=True)
+    ]
     device_batches = [jax.device_put(b) for b in batches]
-
-    irreps = default_net_irreps(
-        store.meta.basis, consider_parity=cfg.model.advanced.consider_parity, net_type=net_type
-    )
-    model = build_model(
-        net_type,
-        shell_ls,
-        net_irreps=irreps,
-        num_blocks=num_blocks,
-        gaussian_basis_rmax=cfg.model.advanced.gaussian_basis_rmax,
-        consider_parity=cfg.model.advanced.consider_parity,
-        spinful=bool(store.meta.spinful),
-        dtype=policy.compute_dtype,
-    )
+    model = build_network(spec, policy.compute_dtype)
     one_share = jax.tree_util.tree_map(lambda x: x[0], batches[0])
     t0 = time.perf_counter()
     params = init_params(model, one_share, cfg.system.random_seed)["params"]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hamflow.train.run as train_run
+import hamflow.train.saved_model as saved_model
 from hamflow.cli import main
 from hamflow.config.infer_config import parse_infer_config
 from hamflow.data.info import read_info
@@ -49,7 +49,7 @@ def _tiny_network(spec: ModelSpec, compute_dtype) -> nn.Module:
 
 @pytest.fixture
 def tiny_network(monkeypatch):
-    monkeypatch.setattr(train_run, "build_network", _tiny_network)
+    monkeypatch.setattr(saved_model, "build_network", _tiny_network)
 
 
 @pytest.fixture

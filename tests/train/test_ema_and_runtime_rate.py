@@ -21,7 +21,7 @@ from training_setup import tiny_config
 
 from hamflow.train import run as train_run
 from hamflow.train.checkpoint import RunLayout
-from hamflow.train.step import AveragedState, ema_weight, init_opt_state
+from hamflow.train.step import AveragedState, ema_weight, init_opt_state, make_optimizer
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def test_ema_weight_warms_up_to_the_decay() -> None:
     weights = np.asarray([ema_weight(0.99, jnp.asarray(t)) for t in (0, 1, 10, 1000, 10**6)])
     np.testing.assert_allclose(weights[:3], [0.1, 2 / 11, 11 / 20], rtol=1e-6)
     assert weights[-1] == pytest.approx(0.99)
-    state = init_opt_state(train_run.make_optimizer(_adam()), {"w": np.ones(3)}, ema_decay=0.9)
+    state = init_opt_state(make_optimizer(_adam()), {"w": np.ones(3)}, ema_decay=0.9)
     assert isinstance(state, AveragedState)
     np.testing.assert_array_equal(state.raw_params["w"], np.ones(3))
 

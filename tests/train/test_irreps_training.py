@@ -21,6 +21,7 @@ from hamflow.data.matrix_h5 import read_matrix_h5
 from hamflow.graph.basis import parse_orbital_types
 from hamflow.graph.irreps import default_net_irreps
 from hamflow.train import run as train_run
+from hamflow.train.saved_model import model_spec
 
 pytestmark = pytest.mark.slow
 
@@ -115,5 +116,5 @@ def test_empty_net_irreps_derives_the_default(parity):
     )
     basis = parse_orbital_types("s3p2d1")
     meta = SimpleNamespace(spinful=False, elements_orbital_map={"O": (0, 0, 0, 1, 1, 2), "H": (0, 0, 1)})
-    spec = train_run._model_spec(cfg, SimpleNamespace(basis=basis), meta)
+    spec = model_spec(cfg, basis, meta)
     assert spec.net_irreps == default_net_irreps(basis, consider_parity=parity, net_type="sparrow")

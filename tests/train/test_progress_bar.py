@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from hamflow.train.run import _progress
+from hamflow.train.loop import progress_bar as _progress
 
 
 class _Terminal(io.StringIO):

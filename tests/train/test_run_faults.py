@@ -36,7 +36,7 @@ def stop_before_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def stop(*args: object, **kwargs: object) -> None:
         raise _Stop
 
-    monkeypatch.setattr(train_run, "_model_spec", stop)
+    monkeypatch.setattr(train_run, "resolve_spec", stop)
 
 
 def _sizes(split_file: Path) -> tuple[int, int, int]:

@@ -24,14 +24,8 @@ from hamflow.config.schema import (
     section,
     section_to_dict,
 )
-from hamflow.config.train_config import (
-    DftConfig,
-    SystemConfig,
-    apply_overrides,
-    check_system,
-    dump_toml,
-    read_toml,
-)
+from hamflow.config.toml_io import apply_overrides, dump_toml, read_toml
+from hamflow.config.train_config import DftConfig, SystemConfig, check_system
 from hamflow.errors import NotAvailableError
 
 INFER_GRAPH_TYPES = ("S", "Sap")

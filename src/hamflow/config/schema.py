@@ -12,13 +12,13 @@ keys and are skipped by both.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hamflow.errors import ConfigError, NotAvailableError
+from hamflow.errors import toml_repr as toml_repr  # re-exported: it lives with the errors it writes
 
 KEY_META = "hamflow_key"
 SECTION_META = "hamflow_section"
@@ -46,6 +46,9 @@ _KIND_TEXT = {
     "string_list": "a list of strings",
 }
 
+#: The pipeline stages a key can affect (one Snakemake rule and one ``hamflow`` command each).
+STAGES = ("discover", "parse", "graph", "train", "infer", "evaluate")
+
 #: The one line for a key (or value) of DeepH-pack's newer templates whose behaviour hamflow lacks.
 RECOGNISED_NOT_AVAILABLE = "recognised DeepH-pack key, not available yet in hamflow"
 
@@ -70,6 +73,14 @@ class KeySpec:
     ``unavailable`` are string values DeepH-pack knows and hamflow does not build yet; ``not_built``
     marks a recognised DeepH-pack key that only takes its default (or one of ``also_accepted``).
     Both raise :class:`RecognisedNotAvailableError`.
+
+    The key's roles, the one declaration every "which keys matter where" list is derived from
+    (:func:`hamflow.config.train_config.stage_keys` and its neighbours): ``stages`` are the pipeline
+    stages whose result the key changes (of :data:`STAGES`; by default only ``"train"``);
+    ``resume_ok`` says the key may change between a run and its resumption without invalidating the
+    checkpoints; ``store`` is the name under which the key enters the graph-store fingerprint ("": it
+    does not), for every graph type or only for those in ``store_graph_types``. A key that enters the
+    store also affects the graph stage.
     """
 
     kind: str
@@ -84,10 +95,22 @@ class KeySpec:
     unavailable: tuple[str, ...] = ()
     not_built: bool = False
     also_accepted: tuple[Any, ...] = ()
+    stages: tuple[str, ...] = ("train",)
+    resume_ok: bool = False
+    store: str = ""
+    store_graph_types: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    def enters_store(self, graph_type: str) -> bool:
+        """Whether the key is part of the graph-store fingerprint of a store of ``graph_type``."""
+        return bool(self.store) and (not self.store_graph_types or graph_type in self.store_graph_types)
+
+    def affects(self, stage: str, *, graph_type: str) -> bool:
+        """Whether the key changes the result of ``stage`` (one of :data:`STAGES`) for ``graph_type``."""
+        return stage in self.stages or (stage == "graph" and self.enters_store(graph_type))
 
     def allowed_text(self) -> str:
         """Human description of the accepted values, used in error messages."""
@@ -100,6 +123,11 @@ class KeySpec:
         if self.allowed:
             return self.allowed
         return _KIND_TEXT[self.kind]
+
+
+#: The roles of a key that declares none (e.g. the keys of a section with its own parser): it
+#: affects training only, may not change on resume and is not part of the graph store.
+DEFAULT_ROLES = KeySpec(kind="string", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +173,12 @@ def option(
     unavailable: tuple[str, ...] = (),
     not_built: bool = False,
     also_accepted: tuple[Any, ...] = (),
+    stages: tuple[str, ...] = ("train",),
+    resume_ok: bool = False,
+    store: str = "",
+    store_graph_types: tuple[str, ...] = (),
 ) -> Any:
-    """Declare a dataclass field that is one TOML key (see :class:`KeySpec`).
+    """Declare a dataclass field that is one TOML key (see :class:`KeySpec`, also for its roles).
 
     The kind is inferred from ``default`` unless given (it must be given for ``REQUIRED`` keys).
     """
@@ -167,7 +199,14 @@ def option(
         unavailable=tuple(unavailable),
         not_built=not_built,
         also_accepted=tuple(also_accepted),
+        stages=tuple(stages),
+        resume_ok=resume_ok,
+        store=store,
+        store_graph_types=tuple(store_graph_types),
     )
+    unknown = [stage for stage in spec.stages if stage not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     metadata = {KEY_META: spec}
     if spec.required:
         return dataclasses.field(metadata=metadata)
@@ -201,19 +240,6 @@ def section(
     if (cls is None) == (parser is None) or (parser is None) != (dumper is None):
         raise ValueError("section() takes either a dataclass or a parser and a dumper")
     return dataclasses.field(metadata={SECTION_META: SectionSpec(cls=cls, parser=parser, dumper=dumper)})
-
-
-def toml_repr(value: Any) -> str:
-    """A value written the way it looks in a TOML file ("text", true, 1.5, [0.9, 0.999])."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_repr(item) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k} = {toml_repr(v)}" for k, v in value.items()) + "}"
-    return repr(value)
 
 
 def _toml_type_name(value: Any) -> str:
@@ -413,6 +439,35 @@ def section_to_dict(obj: Any) -> dict[str, Any]:
         else:
             out[field.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def key_roles(cls: type, prefix: str = "") -> dict[str, KeySpec]:
+    """{dotted key: KeySpec} of every key declared with :func:`option` in ``cls`` and its sub-tables.
+
+    Keys of a section with its own parser are not listed (they have :data:`DEFAULT_ROLES`).
+    """
+    out: dict[str, KeySpec] = {}
+    for field in _toml_fields(cls):
+        key = dotted(prefix, field.name)
+        if SECTION_META in field.metadata:
+            sub: SectionSpec = field.metadata[SECTION_META]
+            if sub.cls is not None:
+                out.update(key_roles(sub.cls, key))
+        else:
+            out[key] = field.metadata[KEY_META]
+    return out
+
+
+def flatten_keys(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf of a nested TOML mapping, in table order."""
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = dotted(prefix, str(name))
+        if isinstance(value, Mapping):
+            flat.update(flatten_keys(value, key))
+        else:
+            flat[key] = value
+    return flat
 
 
 def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:

@@ -15,37 +15,47 @@ The key table, with the meaning of each key, is documented in ``docs/config.md``
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import tomli_w
+from typing import Any, TypeVar
 
 from hamflow.config.device import DEVICE_TYPES, parse_device
 from hamflow.config.logging_setup import LOG_LEVELS
 from hamflow.config.precision import FLOAT_TYPES
+from hamflow.config.scheduler_config import (
+    WARMUP_EXPONENTIAL_DECAY_RATE,
+    SchedulerConfig,
+    scheduler_config_from_section,
+    scheduler_config_to_section,
+)
 from hamflow.config.schema import (
+    DEFAULT_ROLES,
     REQUIRED,
+    STAGES,
+    KeySpec,
     above,
     at_least,
     file_name_ok,
+    flatten_keys,
+    key_roles,
     non_empty,
     option,
     parse_section,
     section,
     section_to_dict,
-    set_dotted,
     toml_repr,
 )
+from hamflow.config.toml_io import apply_overrides, dump_toml, read_toml
 from hamflow.errors import ConfigError, NotAvailableError
 from hamflow.graph.basis import parse_orbital_types
+from hamflow.graph.irreps import (
+    NET_TYPE_ALIASES,
+    NET_TYPES,
+    check_net_irreps,
+    check_parity_rule,
+    parse_net_irreps,
+)
 
-if TYPE_CHECKING:
-    from hamflow.train.schedules import SchedulerConfig
-
-NET_TYPE_ALIASES = {"normal": "sparrow", "accurate": "eagle"}
-NET_TYPES = ("sparrow", "eagle")
 SUPERVISED_LOSS_TYPES = ("mae", "mse", "wmae", "huber")
 UNSUPERVISED_LOSS_TYPES = ("ai2dft", "ai2dft_node", "hopad", "aims")
 GRAPH_TYPES = ("H", "HS", "Rho", "Sap", "S")
@@ -58,6 +68,9 @@ TRAINABLE_GRAPH_TYPES = {"H": ("H", "HS"), "Rho": ("Rho",)}
 COMPILATION_CACHE_OFF = "none"
 DEFAULT_COMPILATION_CACHE = ".jax_cache"
 MAX_RANDOM_SEED = 2**32 - 1
+#: Stages of the keys every stage reads (where the data are) and of those that choose the split.
+ALL_STAGES = STAGES
+SPLIT_STAGES = ("discover", "train")
 
 _C = TypeVar("_C")
 
@@ -73,15 +86,20 @@ def _betas_ok(value: tuple[float, ...]) -> bool:
 class SystemConfig:
     """[system]: device, precision, seed and logging of a run (shared by training and inference)."""
 
-    note: str = option("Enjoy DeepH-pack! ;-)", doc="name of this project")
-    device: str = option("gpu*8:0", allowed=f"<type>*<num>[:<ids>] with <type> in {', '.join(DEVICE_TYPES)}")
-    float_type: str = option("fp32", choices=FLOAT_TYPES)
-    random_seed: int = option(
-        137, check=lambda v: 0 <= v <= MAX_RANDOM_SEED, allowed=f"an integer from 0 to {MAX_RANDOM_SEED}"
+    note: str = option("Enjoy DeepH-pack! ;-)", doc="name of this project", stages=(), resume_ok=True)
+    device: str = option(
+        "gpu*8:0", allowed=f"<type>*<num>[:<ids>] with <type> in {', '.join(DEVICE_TYPES)}", resume_ok=True
     )
-    log_level: str = option("info", choices=tuple(LOG_LEVELS))
-    jax_memory_preallocate: bool = option(True)
-    show_train_process_bar: bool = option(True)
+    float_type: str = option("fp32", choices=FLOAT_TYPES, stages=("graph", "train", "infer"), store="dtype")
+    random_seed: int = option(
+        137,
+        check=lambda v: 0 <= v <= MAX_RANDOM_SEED,
+        allowed=f"an integer from 0 to {MAX_RANDOM_SEED}",
+        stages=("discover", "train"),
+    )
+    log_level: str = option("info", choices=tuple(LOG_LEVELS), stages=(), resume_ok=True)
+    jax_memory_preallocate: bool = option(True, stages=(), resume_ok=True)
+    show_train_process_bar: bool = option(True, stages=(), resume_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -91,8 +109,12 @@ class SystemConfig:
 class DftConfig:
     """[data.dft]: how structures are laid out under ``inputs_dir/dft``."""
 
-    data_dir_depth: int = option(0, check=at_least(0), allowed="an integer >= 0")
-    on_bad_structure: str = option("fail", choices=("fail", "skip"))
+    data_dir_depth: int = option(
+        0, check=at_least(0), allowed="an integer >= 0", stages=ALL_STAGES, store="data_dir_depth"
+    )
+    on_bad_structure: str = option(
+        "fail", choices=("fail", "skip"), stages=("parse", "graph", "train"), store="on_bad_structure"
+    )
     # DeepH-pack's newer template: validate every structure (as `hamflow validate`) before the graphs.
     validation_check: bool = option(False)
 
@@ -102,13 +124,31 @@ class GraphConfig:
     """[data.graph]: the graph store built from the DFT data."""
 
     dataset_name: str = option(
-        "DATASET-DEMO", check=file_name_ok, allowed="a non-empty name without '/' (used in file names)"
+        "DATASET-DEMO",
+        check=file_name_ok,
+        allowed="a non-empty name without '/' (used in file names)",
+        stages=("graph", "train"),
     )
-    graph_type: str = option("H", choices=GRAPH_TYPES, unavailable=NEWER_GRAPH_TYPES)
-    storage_type: str = option("memory", choices=("memory", "disk"))
-    common_orbital_types: str = option("", allowed='"" (union of the dataset) or e.g. "s2p2d1"')
-    parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
-    only_save_graph: bool = option(False)
+    graph_type: str = option(
+        "H",
+        choices=GRAPH_TYPES,
+        unavailable=NEWER_GRAPH_TYPES,
+        stages=("parse", "graph", "train"),
+        store="graph_type",
+    )
+    storage_type: str = option(
+        "memory", choices=("memory", "disk"), stages=("graph", "train"), store="storage_type", resume_ok=True
+    )
+    common_orbital_types: str = option(
+        "",
+        allowed='"" (union of the dataset) or e.g. "s2p2d1"',
+        stages=("graph", "train"),
+        store="common_orbital_types",
+    )
+    parallel_num: int = option(
+        -1, allowed="an integer (<= 0: as many as the machine has)", stages=(), resume_ok=True
+    )
+    only_save_graph: bool = option(False, resume_ok=True)
     # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file).
     disk_shards_num: int = option(1, not_built=True)
     disk_shards_indices: tuple[int, ...] = option((), kind="int_list", not_built=True)
@@ -119,20 +159,24 @@ class GraphConfig:
 class ModelSaveConfig:
     """[data.model_save]: which checkpoints are kept."""
 
-    best: bool = option(True)
-    latest: bool = option(True)
-    latest_interval: int = option(100, allowed="an integer (<= 0 or > max_epoch: only the last epoch)")
-    latest_num: int = option(10, check=at_least(1), allowed="an integer >= 1")
+    best: bool = option(True, resume_ok=True)
+    latest: bool = option(True, resume_ok=True)
+    latest_interval: int = option(
+        100, allowed="an integer (<= 0 or > max_epoch: only the last epoch)", resume_ok=True
+    )
+    latest_num: int = option(10, check=at_least(1), allowed="an integer >= 1", resume_ok=True)
     # DeepH-pack's newer template: resumable checkpoints every N steps inside an epoch (-1: off).
-    latest_cache_mid_step_interval: int = option(-1, not_built=True)
+    latest_cache_mid_step_interval: int = option(-1, not_built=True, resume_ok=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """[data]: where inputs are read and run folders are written (paths as given, not resolved)."""
 
-    inputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
-    outputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    inputs_dir: str = option(
+        REQUIRED, kind="string", check=non_empty, allowed="a non-empty path", stages=ALL_STAGES
+    )
+    outputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path", stages=())
     dft: DftConfig = section(DftConfig)
     graph: GraphConfig = section(GraphConfig)
     model_save: ModelSaveConfig = section(ModelSaveConfig)
@@ -145,7 +189,13 @@ class DataConfig:
 class AdvancedConfig:
     """[model.advanced]: network size and symmetry."""
 
-    gaussian_basis_rmax: float = option(7.5, check=above(0.0), allowed="a number > 0 (Angstrom)")
+    gaussian_basis_rmax: float = option(
+        7.5,
+        check=above(0.0),
+        allowed="a number > 0 (Angstrom)",
+        store="neighbour_cutoff",
+        store_graph_types=("Sap",),
+    )
     net_irreps: str = option(
         REQUIRED,
         kind="string",
@@ -153,7 +203,7 @@ class AdvancedConfig:
     )
     num_blocks: int = option(3, check=at_least(1), allowed="an integer >= 1")
     consider_parity: bool = option(True)
-    standardize_gauge: bool = option(False)
+    standardize_gauge: bool = option(False, stages=("train", "evaluate"))
     # DeepH-pack's newer template (albatross, petrel, universal models): recognised, not built yet.
     latent_irreps: str = option("", not_built=True)
     latent_edge_cutoff: float = option(100.0, not_built=True)
@@ -173,7 +223,12 @@ class ModelConfig:
     net_type: str = option(
         "sparrow", choices=NET_TYPES, aliases=NET_TYPE_ALIASES, unavailable=NEWER_NET_TYPES
     )
-    target_type: str = option("H", choices=tuple(TRAINABLE_GRAPH_TYPES), unavailable=NEWER_TARGET_TYPES)
+    target_type: str = option(
+        "H",
+        choices=tuple(TRAINABLE_GRAPH_TYPES),
+        unavailable=NEWER_TARGET_TYPES,
+        stages=("train", "evaluate"),
+    )
     loss_type: str = option(
         "mse", choices=SUPERVISED_LOSS_TYPES + UNSUPERVISED_LOSS_TYPES, unavailable=NEWER_LOSS_TYPES
     )
@@ -188,10 +243,12 @@ class DataloaderConfig:
     """[process.train.dataloader]: batch size and the dataset split."""
 
     batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1")
-    train_size: int = option(1, check=at_least(0), allowed="an integer >= 0")
-    validate_size: int = option(0, check=at_least(0), allowed="an integer >= 0")
-    test_size: int = option(0, check=at_least(0), allowed="an integer >= 0")
-    dataset_split_json: str = option("", allowed='"" (split by sizes and random_seed) or a JSON file path')
+    train_size: int = option(1, check=at_least(0), allowed="an integer >= 0", stages=SPLIT_STAGES)
+    validate_size: int = option(0, check=at_least(0), allowed="an integer >= 0", stages=SPLIT_STAGES)
+    test_size: int = option(0, check=at_least(0), allowed="an integer >= 0", stages=SPLIT_STAGES)
+    dataset_split_json: str = option(
+        "", allowed='"" (split by sizes and random_seed) or a JSON file path', stages=SPLIT_STAGES
+    )
     only_use_train_loss: bool = option(False)
 
 
@@ -253,27 +310,18 @@ class ContinuedConfig:
     )
 
 
-def _parse_scheduler(section_data: Mapping[str, Any], *, key_prefix: str, source: Any) -> SchedulerConfig:
-    from hamflow.train.schedules import scheduler_config_from_section
-
-    return scheduler_config_from_section(section_data, key_prefix=key_prefix, source=source)
-
-
-def _dump_scheduler(scheduler: SchedulerConfig) -> dict:
-    from hamflow.train.schedules import scheduler_config_to_section
-
-    return scheduler_config_to_section(scheduler)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainProcessConfig:
     """[process.train]: the training loop."""
 
-    max_epoch: int = option(10000, check=at_least(1), allowed="an integer >= 1")
-    multi_way_jit_num: int = option(1, check=at_least(1), allowed="an integer >= 1")
-    ahead_of_time_compile: bool = option(False)
+    max_epoch: int = option(10000, check=at_least(1), allowed="an integer >= 1", resume_ok=True)
+    multi_way_jit_num: int = option(1, check=at_least(1), allowed="an integer >= 1", resume_ok=True)
+    ahead_of_time_compile: bool = option(False, resume_ok=True)
     compilation_cache_dir: str = option(
-        "", allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path'
+        "",
+        allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path',
+        stages=(),
+        resume_ok=True,
     )
     # hamflow addition: exponential moving average of the weights (validation, best/latest saves and
     # inference use the average; the optimizer keeps its own weights). 0 = off, DeepH-pack's behaviour.
@@ -284,7 +332,9 @@ class TrainProcessConfig:
     )
     dataloader: DataloaderConfig = section(DataloaderConfig)
     optimizer: OptimizerConfig = section(OptimizerConfig)
-    scheduler: SchedulerConfig = section(parser=_parse_scheduler, dumper=_dump_scheduler)
+    scheduler: SchedulerConfig = section(
+        parser=scheduler_config_from_section, dumper=scheduler_config_to_section
+    )
     continued: ContinuedConfig = section(ContinuedConfig)
     drop: DropConfig = section(DropConfig)
     with_plugin: PluginConfig = section(PluginConfig)
@@ -307,6 +357,14 @@ class TrainConfig:
     process: ProcessConfig = section(ProcessConfig)
     source: Path | None = dataclasses.field(default=None, compare=False)
 
+    def graph_store_settings(self) -> dict[str, Any]:
+        """The keys of the graph-store fingerprint, by their store names (see :func:`graph_store_settings`).
+
+        A method so that the graph stage (``hamflow.graph``, below ``hamflow.config``) reads the
+        declaration from the configuration it is given without importing this module.
+        """
+        return graph_store_settings(self)
+
 
 # ----------------------------------------------------------------------------------- cross checks
 
@@ -326,7 +384,7 @@ def check_system(system: SystemConfig, source: Path | None = None) -> None:
     _resourced(lambda: parse_device(system.device), source)
 
 
-def check_net_irreps(
+def _check_net_irreps_key(
     text: str,
     *,
     consider_parity: bool,
@@ -342,13 +400,10 @@ def check_net_irreps(
     """
     if not text.strip():
         return
-    from hamflow.graph.irreps import check_net_irreps as check_with_basis
-    from hamflow.graph.irreps import parse_net_irreps
-
     if common_orbital_types.strip():
         basis = parse_orbital_types(common_orbital_types)
         _resourced(
-            lambda: check_with_basis(text, basis, consider_parity=consider_parity, net_type=net_type), source
+            lambda: check_net_irreps(text, basis, consider_parity=consider_parity, net_type=net_type), source
         )
     else:
         _resourced(lambda: parse_net_irreps(text, consider_parity=consider_parity, net_type=net_type), source)
@@ -386,13 +441,8 @@ def _check_model(cfg: TrainConfig, source: Path | None) -> None:
             f'{toml_repr(cfg.data.graph.graph_type)}; allowed: false, or true with graph_type = "HS"',
             source=source,
         )
-    if model.net_type == "eagle" and advanced.consider_parity:
-        raise ConfigError(
-            "model.advanced.consider_parity",
-            '= true is not allowed with model.net_type = "eagle" (even-parity network); allowed: false',
-            source=source,
-        )
-    check_net_irreps(
+    _resourced(lambda: check_parity_rule(model.net_type, advanced.consider_parity), source)
+    _check_net_irreps_key(
         advanced.net_irreps,
         consider_parity=advanced.consider_parity,
         net_type=model.net_type,
@@ -432,22 +482,6 @@ def check_train_config(cfg: TrainConfig) -> None:
 # ------------------------------------------------------------------------------------------- public
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The mapping of a TOML file; ConfigError when it cannot be read or is not valid TOML."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ConfigError("file", f"cannot be read: {error.strerror or error}", source=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("file", "is not UTF-8 text", source=path) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        detail = " ".join(str(error).split())
-        raise ConfigError("file", f"is not valid TOML: {detail}", source=path) from None
-
-
 def parse_train_config(data: Mapping[str, Any], *, source: str | Path | None = None) -> TrainConfig:
     """Validate a training TOML mapping, fill defaults, resolve aliases; ConfigError on bad input."""
     source_path = Path(source) if source is not None else None
@@ -466,39 +500,17 @@ def train_config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return section_to_dict(cfg)
 
 
-def dump_toml(data: Mapping[str, Any], header: str) -> str:
-    """TOML text of ``data`` preceded by ``# header`` comment lines."""
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
-    return comment + tomli_w.dumps(data)
-
-
 def dump_train_config(cfg: TrainConfig) -> str:
     """Resolved TOML text (defaults filled, aliases resolved) that loads back equal to ``cfg``."""
     origin = f" from {cfg.source}" if cfg.source is not None else ""
     header = f"hamflow: fully resolved training configuration{origin}"
     if cfg.process.train.scheduler.type == "warmup_exponential_decay":
-        from hamflow.train.schedules import WARMUP_EXPONENTIAL_DECAY_RATE
-
         header += (
             f"\nwarmup_exponential_decay uses decay_rate = {WARMUP_EXPONENTIAL_DECAY_RATE} "
             "(hamflow's choice: DeepH-pack's template has no key for it): the scale halves every "
             "transition_steps steps"
         )
     return dump_toml(train_config_to_dict(cfg), header)
-
-
-def apply_overrides(
-    cfg: _C, overrides: Mapping[str, Any], parse: Callable[..., _C], to_dict: Callable[[_C], dict]
-) -> _C:
-    """Re-validate ``cfg`` with dotted-key ``overrides`` set; the shared core of ``with_overrides``."""
-    data = to_dict(cfg)
-    source = getattr(cfg, "source", None)
-    for dotted_key, value in overrides.items():
-        try:
-            set_dotted(data, dotted_key, value)
-        except ConfigError as error:
-            raise ConfigError(error.key, error.problem, source=source) from None
-    return parse(data, source=source)
 
 
 def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -522,3 +534,64 @@ def latest_save_interval(cfg: TrainConfig) -> int:
     interval = cfg.data.model_save.latest_interval
     max_epoch = cfg.process.train.max_epoch
     return interval if 1 <= interval <= max_epoch else max_epoch
+
+
+# ------------------------------------------------------------------------------ roles of the keys
+
+
+def train_key_roles() -> dict[str, KeySpec]:
+    """{dotted key: its declaration} for every key of the training TOML declared with ``option``."""
+    return key_roles(TrainConfig)
+
+
+def resolved_keys(cfg: TrainConfig) -> dict[str, Any]:
+    """{dotted key: value} of every key of the resolved configuration (the scheduler's included)."""
+    return flatten_keys(train_config_to_dict(cfg))
+
+
+def stage_keys(cfg: TrainConfig, stage: str) -> list[str]:
+    """The dotted keys whose value changes the result of ``stage`` (of :data:`STAGES`), in TOML order.
+
+    Derived from each key's ``stages`` (and ``store``) declaration; keys without one (the scheduler
+    section's) affect training only. The Snakemake rules take these as their params.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    roles = train_key_roles()
+    graph_type = cfg.data.graph.graph_type
+    return [
+        key
+        for key in resolved_keys(cfg)
+        if roles.get(key, DEFAULT_ROLES).affects(stage, graph_type=graph_type)
+    ]
+
+
+def resume_mutable_keys() -> tuple[str, ...]:
+    """The dotted keys declared ``resume_ok``: they may change between a run and its resumption."""
+    return tuple(key for key, spec in train_key_roles().items() if spec.resume_ok)
+
+
+def resume_blocking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Sorted dotted keys whose value differs between two resolved TOML mappings, except the
+    ``resume_ok`` ones: a non-empty list means checkpoints written under ``old`` cannot be resumed."""
+    flat_old, flat_new = flatten_keys(old), flatten_keys(new)
+    mutable = set(resume_mutable_keys())
+    return [
+        key
+        for key in sorted(set(flat_old) | set(flat_new))
+        if key not in mutable and flat_old.get(key) != flat_new.get(key)
+    ]
+
+
+def graph_store_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """{store name: value} of the keys declared with ``store`` that apply to ``cfg``'s graph type.
+
+    E.g. ``{"graph_type": "H", "storage_type": "memory", "common_orbital_types": "", "dtype": "fp32",
+    "on_bad_structure": "fail", "data_dir_depth": 0}``, plus ``"neighbour_cutoff"`` for Sap graphs.
+    Values are as in the TOML; the graph stage encodes them (e.g. ``dtype``) for its fingerprint.
+    """
+    graph_type = cfg.data.graph.graph_type
+    values = resolved_keys(cfg)
+    return {
+        spec.store: values[key] for key, spec in train_key_roles().items() if spec.enters_store(graph_type)
+    }

@@ -46,7 +46,7 @@ from hamflow.data.poscar import Poscar, read_poscar
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE
 from hamflow.errors import ConfigError, DataError, HamflowError
 
-LOGGER = logging.getLogger("hamflow")
+LOGGER = logging.getLogger(__name__)
 
 DEFAULT_REQUIRED: tuple[str, ...] = ("H", "S")
 """Matrix files a training structure must have when no ``quantities`` are given."""

@@ -8,7 +8,9 @@ non-scalar irreps (:func:`reachable_irreps`), so the features need not carry eve
 themselves: DeepH-pack's natural-parity irreps (parity (-1)^L only) are enough.
 
 :func:`check_net_irreps` is used by ``hamflow check-config`` (when ``common_orbital_types`` is
-given), by training once the dataset's basis is known, and by ``hamflow.nn.model.build_model``.
+given), by training once the dataset's basis is known, and by ``hamflow.nn.model.build_model``; the
+network types and their aliases (:data:`NET_TYPE_ALIASES`) and the eagle parity rule
+(:func:`check_parity_rule`) are defined here once for the config schema and the model alike.
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import e3nn_jax as e3nn
-
-from hamflow.config.schema import toml_repr
-from hamflow.errors import ConfigError
+from hamflow.errors import ConfigError, toml_repr
 from hamflow.graph.basis import CommonBasis
+
+if TYPE_CHECKING:
+    import e3nn_jax as e3nn
+else:
+
+    class _LazyE3nn:
+        """e3nn_jax imported on first use: the config check imports this module without starting JAX."""
+
+        def __getattr__(self, name: str) -> Any:
+            import e3nn_jax
+
+            return getattr(e3nn_jax, name)
+
+    e3nn = _LazyE3nn()
 
 NET_IRREPS_KEY = "model.advanced.net_irreps"
 
@@ -30,7 +44,9 @@ BASE_MULTIPLICITY: dict[str, tuple[int, ...]] = {
     "sparrow": (64, 32, 16, 8),
     "eagle": (128, 64, 32, 16),
 }
-_NET_TYPE_ALIASES = {"normal": "sparrow", "accurate": "eagle"}
+#: The network types and their DeepH-pack aliases: the one definition (config schema and model use it).
+NET_TYPES = ("sparrow", "eagle")
+NET_TYPE_ALIASES = {"normal": "sparrow", "accurate": "eagle"}
 
 #: Default multiplicities are rounded up to a multiple of this (friendly to accelerators).
 MULTIPLICITY_STEP = 8
@@ -56,11 +72,21 @@ def required_block_irreps(basis: CommonBasis, *, consider_parity: bool) -> e3nn.
     return e3nn.Irreps([(n, (big_l, p)) for (big_l, p), n in counts.items()]).sort().irreps.simplify()
 
 
-def _canonical_net_type(net_type: str) -> str:
-    name = _NET_TYPE_ALIASES.get(net_type, net_type)
-    if name not in BASE_MULTIPLICITY:
+def canonical_net_type(net_type: str) -> str:
+    """``"sparrow"`` or ``"eagle"`` for a network type or its alias (normal, accurate); else ConfigError."""
+    name = NET_TYPE_ALIASES.get(net_type, net_type)
+    if name not in NET_TYPES:
         raise ConfigError("model.net_type", f"= {net_type!r} is not one of sparrow, normal, eagle, accurate")
     return name
+
+
+def check_parity_rule(net_type: str, consider_parity: bool) -> None:
+    """The eagle network is even-parity only: ConfigError for eagle (or accurate) with consider_parity."""
+    if consider_parity and canonical_net_type(net_type) == "eagle":
+        raise ConfigError(
+            "model.advanced.consider_parity",
+            '= true is not allowed with model.net_type = "eagle" (even-parity network); allowed: false',
+        )
 
 
 def default_net_irreps(basis: CommonBasis, *, consider_parity: bool, net_type: str) -> str:
@@ -72,7 +98,7 @@ def default_net_irreps(basis: CommonBasis, *, consider_parity: bool, net_type: s
     64/32/16/8, eagle 128/64/32/16 for L = 0/1/2/>=3) and the number of shell pairs needing it,
     rounded up to a multiple of 8.
     """
-    name = _canonical_net_type(net_type)
+    name = canonical_net_type(net_type)
     with_parity = consider_parity and name == "sparrow"
     needed = _block_irrep_counts(basis, consider_parity=with_parity)
     base = BASE_MULTIPLICITY[name]
@@ -111,7 +137,7 @@ def parse_net_irreps(net_irreps: str, *, consider_parity: bool, net_type: str = 
             '(e.g. "64x0e+32x1o+16x2e")',
         )
     odd = list(dict.fromkeys(str(ir) for _, ir in irreps if ir.p == -1))
-    name = _NET_TYPE_ALIASES.get(net_type, net_type)
+    name = NET_TYPE_ALIASES.get(net_type, net_type)
     if odd and (name == "eagle" or not consider_parity):
         reason = (
             'model.net_type = "eagle" takes even-parity irreps only'

@@ -162,21 +162,20 @@ def dataset_spinful(infos: Mapping[str, StructureInfo], ids: Sequence[str]) -> b
 
 
 def graph_settings(cfg: Any, basis: CommonBasis, orbital_map: dict[str, tuple[int, ...]]) -> dict[str, Any]:
-    """The settings a store records and its fingerprint covers."""
-    graph = cfg.data.graph
-    settings: dict[str, Any] = {
-        "graph_type": graph.graph_type,
-        "storage_type": graph.storage_type,
-        "common_orbital_types": graph.common_orbital_types,
-        "basis": basis.to_string(),
-        "elements_orbital_map": {el: list(ls) for el, ls in sorted(orbital_map.items())},
-        "dtype": graph_dtype(cfg.system.float_type).name,
-        "overlap_threshold": DEFAULT_OVERLAP_THRESHOLD,
-        "on_bad_structure": cfg.data.dft.on_bad_structure,
-        "data_dir_depth": cfg.data.dft.data_dir_depth,
-    }
-    if graph.graph_type == "Sap":
-        settings["neighbour_cutoff"] = float(cfg.model.advanced.gaussian_basis_rmax)
+    """The settings a store records and its fingerprint covers.
+
+    The TOML keys among them are those declared with ``store=`` in the training schema
+    (``cfg.graph_store_settings()``: graph_type, storage_type, common_orbital_types, float_type as
+    ``dtype``, on_bad_structure, data_dir_depth, and gaussian_basis_rmax as ``neighbour_cutoff`` for Sap
+    graphs); the store adds the basis, the orbital map and the overlap threshold.
+    """
+    settings: dict[str, Any] = dict(cfg.graph_store_settings())
+    settings["dtype"] = graph_dtype(settings["dtype"]).name
+    if "neighbour_cutoff" in settings:
+        settings["neighbour_cutoff"] = float(settings["neighbour_cutoff"])
+    settings["basis"] = basis.to_string()
+    settings["elements_orbital_map"] = {el: list(ls) for el, ls in sorted(orbital_map.items())}
+    settings["overlap_threshold"] = DEFAULT_OVERLAP_THRESHOLD
     return settings
 
 

@@ -112,7 +112,7 @@ def load_trained_model(
     ``example_batch`` (one unstacked GraphBatch of the data to predict) gives the parameter shapes;
     DataError when the run has no such checkpoint or its arrays do not fit model.json.
     """
-    from hamflow.train.run import build_network
+    from hamflow.train.saved_model import build_network
 
     layout, spec = load_model_spec(model_dir)
     module = build_network(spec, compute_dtype)

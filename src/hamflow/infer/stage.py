@@ -238,7 +238,7 @@ def run_inference(
     from hamflow.config.logging_setup import configure_logging
     from hamflow.config.precision import apply_float_type
     from hamflow.graph.stage import resolve_parallel_num
-    from hamflow.train.run import new_run_dir
+    from hamflow.train.run_dir import new_run_dir
 
     run = Path(run_dir) if run_dir is not None else new_run_dir(cfg.data.outputs_dir)
     run.mkdir(parents=True, exist_ok=True)

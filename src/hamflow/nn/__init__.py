@@ -1,1 +1,9 @@
-"""hamflow.nn"""
+"""hamflow.nn: the equivariant networks (flax + e3nn-jax).
+
+Modules:
+  model       ``build_model`` (entry point), ``init_params``, ``count_parameters``
+  sparrow     the ``sparrow`` / ``normal`` network
+  eagle       the ``eagle`` / ``accurate`` network
+  block_head  the Clebsch-Gordan block readout (``BlockReadout``)
+  layers, radial, wigner   building blocks, edge geometry, Wigner D matrices
+"""

@@ -19,12 +19,10 @@ import numpy as np
 
 from hamflow.errors import ConfigError
 from hamflow.graph.batch import GraphBatch
-from hamflow.graph.irreps import check_net_irreps
+from hamflow.graph.irreps import canonical_net_type, check_net_irreps, check_parity_rule
 from hamflow.nn.block_head import BlockReadout
 from hamflow.nn.eagle import Eagle
 from hamflow.nn.sparrow import Sparrow
-
-NET_TYPE_ALIASES = {"sparrow": "sparrow", "normal": "sparrow", "eagle": "eagle", "accurate": "eagle"}
 
 
 class HamiltonianNetwork(nn.Module):
@@ -71,13 +69,8 @@ def build_model(
     the compute ``dtype``. Raises ConfigError for an unknown net_type, eagle with consider_parity,
     odd irreps without parity, a non-positive num_blocks or rmax, or irreps that cannot form the blocks.
     """
-    kind = NET_TYPE_ALIASES.get(net_type)
-    if kind is None:
-        raise ConfigError("model.net_type", f"= {net_type!r}; allowed: {', '.join(NET_TYPE_ALIASES)}")
-    if kind == "eagle" and consider_parity:
-        raise ConfigError(
-            "model.advanced.consider_parity", f"= true is not allowed with net_type = {net_type!r}; set false"
-        )
+    kind = canonical_net_type(net_type)
+    check_parity_rule(kind, consider_parity)
     if int(num_blocks) < 1:
         raise ConfigError("model.advanced.num_blocks", f"= {num_blocks!r}; must be >= 1")
     if not float(gaussian_basis_rmax) > 0:

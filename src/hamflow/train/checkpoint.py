@@ -29,7 +29,7 @@ from flax import serialization
 from hamflow.atomic import atomic_dir
 from hamflow.errors import DataError, HamflowError, os_errors
 
-LOG = logging.getLogger("hamflow")
+LOG = logging.getLogger(__name__)
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 
 

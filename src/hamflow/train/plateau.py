@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from hamflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from hamflow.train.schedules import SchedulerConfig
+    from hamflow.config.scheduler_config import SchedulerConfig
 
 
 class PlateauState(NamedTuple):

@@ -97,3 +97,46 @@ def load_normaliser(layout: RunLayout) -> Normaliser:
         return Normaliser.load(layout.normaliser)
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"cannot read the target normaliser: {error}", file=layout.normaliser) from None
+
+
+def model_spec(cfg: Any, basis: Any, store_meta: Any) -> ModelSpec:
+    """The ModelSpec of a training run: ``cfg``'s network over the graph store's basis and metadata.
+
+    ``net_irreps = ""`` takes :func:`hamflow.graph.irreps.default_net_irreps`; the irreps are checked
+    against the basis (ConfigError naming the key). ``store_meta`` gives spinful and the orbital map.
+    """
+    from hamflow.graph.irreps import check_net_irreps, default_net_irreps
+
+    adv = cfg.model.advanced
+    irreps = adv.net_irreps or default_net_irreps(
+        basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type
+    )
+    check_net_irreps(irreps, basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type)
+    return ModelSpec(
+        net_type=cfg.model.net_type,
+        shell_ls=tuple(int(l) for l in basis.shell_ls),
+        net_irreps=str(irreps),
+        num_blocks=int(adv.num_blocks),
+        gaussian_basis_rmax=float(adv.gaussian_basis_rmax),
+        consider_parity=bool(adv.consider_parity),
+        spinful=bool(store_meta.spinful),
+        target_type=cfg.model.target_type,
+        elements_orbital_map={k: tuple(v) for k, v in store_meta.elements_orbital_map.items()},
+        float_type=cfg.system.float_type,
+    )
+
+
+def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
+    """The flax module described by ``spec`` (training, fine-tuning and inference build it alike)."""
+    from hamflow.nn.model import build_model
+
+    return build_model(
+        spec.net_type,
+        spec.shell_ls,
+        net_irreps=spec.net_irreps,
+        num_blocks=spec.num_blocks,
+        gaussian_basis_rmax=spec.gaussian_basis_rmax,
+        consider_parity=spec.consider_parity,
+        spinful=spec.spinful,
+        dtype=compute_dtype,
+    )

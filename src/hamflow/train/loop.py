@@ -1,0 +1,327 @@
+"""The training loop: epochs of compiled steps, validation, metrics, checkpoints and the stop rules.
+
+:func:`fit` runs epochs until ``max_epoch`` or the schedule's end (``min_learning_rate_scale``); each
+epoch is the batches of the bucket plan, one compiled train step each, then a validation pass, one
+``metrics.csv`` row and one ``deepx.log`` line, the best and latest checkpoints. A signal
+(SIGTERM/SIGINT, :class:`SignalFlag`) is honoured at the next batch: a checkpoint at that very batch,
+then :class:`TrainingInterrupted`. A non-finite loss stops with :class:`NonFiniteLoss`, keeping the
+last good checkpoint. :func:`compile_buckets` prepares one program per bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hamflow.errors import HamflowError, Interrupted
+from hamflow.graph.batch import GraphBatch
+from hamflow.train import checkpoint as ckpt
+from hamflow.train.buckets import epoch_batches
+from hamflow.train.data import Batcher, Batches
+from hamflow.train.plateau import plateau_update
+from hamflow.train.run_dir import write_metrics
+from hamflow.train.schedules import schedule_ends_training, schedule_table
+from hamflow.train.state import EpochAccumulator, TrainProgress, save_latest
+from hamflow.train.step import StepMetrics
+
+LOG = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(HamflowError):
+    """SIGTERM/SIGINT arrived: the latest checkpoint was saved, rerun to continue."""
+
+    def __init__(self, signum: int, where: Path) -> None:
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: latest checkpoint saved in {where}; rerun the same command to resume"
+        )
+
+
+class InterruptedBeforeTraining(Interrupted):
+    """SIGTERM/SIGINT arrived before the training loop began: nothing new to save, rerun to start."""
+
+    def __init__(self, signum: int, where: Path) -> None:
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received before the training loop began (no new checkpoint in {where}); rerun the "
+            "same command to start or resume"
+        )
+
+
+class NonFiniteLoss(HamflowError):
+    """The loss became NaN or Inf; the last good checkpoint is kept untouched."""
+
+    exit_code = 3
+
+
+@dataclass
+class SignalFlag:
+    """SIGTERM/SIGINT handler: before the loop (``raise_in``: the run folder) it raises
+    :class:`InterruptedBeforeTraining` at once; in the loop it only records the signal."""
+
+    signum: int | None = None
+    previous: dict = field(default_factory=dict)
+    raise_in: Path | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # outside the main thread (e.g. a test runner's worker) no handler can be installed
+            with contextlib.suppress(ValueError):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if self.raise_in is not None:
+            raise InterruptedBeforeTraining(signum, self.raise_in)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Compiled:
+    """The per-bucket programs: ``train[b](state, batch, rate)`` and ``evaluate[b](params, batch)``."""
+
+    train: dict
+    evaluate: dict
+
+
+def fit(
+    cfg: Any,
+    layout: ckpt.RunLayout,
+    progress: TrainProgress,
+    compiled: Compiled,
+    batches: Batches,
+    flag: SignalFlag,
+    *,
+    scale_fn: Any,
+    total_steps: int,
+    target_type: str,
+    writer: bool,
+) -> str:
+    """Train ``progress`` in place until the run ends; return why it stopped ("max_epoch" or
+    "min_learning_rate_scale"). Raises :class:`TrainingInterrupted` (checkpoint saved) on a signal and
+    :class:`NonFiniteLoss` (nothing saved) on a NaN/Inf loss."""
+    from hamflow.config.train_config import latest_save_interval
+
+    tcfg = cfg.process.train
+    sched = tcfg.scheduler
+    keep = cfg.data.model_save.latest_num
+    # the schedule runs on the host, beside the compiled step: its rate is a runtime argument, so
+    # a changed schedule, learning rate or max_epoch reuses the compiled programs
+    host_step = int(progress.state.step)
+    started = time.perf_counter() - progress.wall_offset
+    monitor_train_only = tcfg.dataloader.only_use_train_loss or batches.validate is None
+    while progress.epoch < tcfg.max_epoch:
+        epoch_index = progress.epoch + 1
+        plan = epoch_batches(batches.plan, seed=cfg.system.random_seed, epoch=epoch_index, shuffle=True)
+        step_metrics: list[StepMetrics] = []
+        first = progress.partial.batches_done
+        rates = epoch_rates(tcfg, host_step, len(plan) - first, total_steps)
+        bar = progress_bar(cfg, len(plan), epoch_index, first)
+        for position in range(first, len(plan)):
+            bucket, members = plan[position]
+            progress.state, metrics = compiled.train[bucket](
+                progress.state, batches.train.device_batch(bucket, members), rates[position - first]
+            )
+            host_step += 1
+            step_metrics.append(metrics)
+            if bar is not None:
+                bar.update(1)
+            if sched.type == "reduce_on_plateau" and sched.accum_size > 0:
+                progress.state, progress.plateau = _plateau_steps(
+                    progress.state, progress.plateau, step_metrics, sched, batches.steps_per_epoch
+                )
+            if flag.signum is not None:
+                progress.partial = progress.partial.merge(step_metrics, position + 1)
+                save_latest(layout, progress, keep=keep)
+                raise TrainingInterrupted(flag.signum, layout.latest / f"epoch_{progress.epoch}")
+        if bar is not None:
+            bar.close()
+        progress.partial = progress.partial.merge(step_metrics, len(plan))
+        train_loss = progress.partial.mean_loss()
+        lr_now = float(jax.device_get(step_metrics[-1].learning_rate)) if step_metrics else math.nan
+        val_loss, val_mae = (math.nan, math.nan)
+        if batches.validate is not None:
+            val_loss, val_mae = evaluate(compiled.evaluate, batches.validate, progress.state.params)
+        if not all(math.isfinite(x) for x in (train_loss,) + ((val_loss,) if batches.validate else ())):
+            raise NonFiniteLoss(
+                f"epoch {epoch_index}: loss is not finite (train {train_loss}, validate {val_loss}); "
+                f"training stopped, the last good checkpoint in {layout.model} is kept"
+            )
+        monitored = train_loss if monitor_train_only else val_loss
+        if sched.type == "reduce_on_plateau" and sched.accum_size <= 0:
+            progress.plateau = plateau_update(
+                progress.plateau, monitored, sched, steps_per_epoch=batches.steps_per_epoch
+            )
+            progress.state = progress.state._replace(
+                plateau_scale=jnp.asarray(progress.plateau.scale, jnp.float32)
+            )
+        progress.epoch = epoch_index
+        lr_scale = (
+            float(progress.plateau.scale)
+            if sched.type == "reduce_on_plateau"
+            else float(scale_fn(int(progress.state.step)))
+        )
+        _record_epoch(
+            layout, progress, started, (train_loss, val_loss, val_mae, lr_now, lr_scale), target_type
+        )
+        progress.partial = EpochAccumulator()
+        if monitored < progress.best_loss:
+            progress.best_loss = monitored
+            if cfg.data.model_save.best and writer:
+                meta = {"epoch": progress.epoch, "loss": progress.best_loss, "step": int(progress.state.step)}
+                ckpt.save_best(layout, progress.state.params, meta)
+        if cfg.data.model_save.latest and progress.epoch % latest_save_interval(cfg) == 0:
+            save_latest(layout, progress, keep=keep)
+        if schedule_ends_training(sched, lr_scale):
+            LOG.info("learning-rate scale %.3g fell below min_learning_rate_scale: stopping", lr_scale)
+            return "min_learning_rate_scale"
+    return "max_epoch"
+
+
+def _record_epoch(
+    layout: ckpt.RunLayout,
+    progress: TrainProgress,
+    started: float,
+    figures: tuple[float, float, float, float, float],
+    target_type: str,
+) -> None:
+    """One ``metrics.csv`` row and one ``deepx.log`` line for the epoch just completed."""
+    train_loss, val_loss, val_mae, lr_now, lr_scale = figures
+    row = {
+        "epoch": progress.epoch,
+        "step": int(progress.state.step),
+        "wall_time_s": f"{time.perf_counter() - started:.3f}",
+        "train_loss": f"{train_loss:.8g}",
+        "validate_loss": f"{val_loss:.8g}",
+        "validate_mae": f"{val_mae:.8g}",
+        "learning_rate": f"{lr_now:.8g}",
+        "lr_scale": f"{lr_scale:.8g}",
+    }
+    progress.metrics_rows.append(row)
+    write_metrics(layout.metrics, progress.metrics_rows)
+    LOG.info(
+        "epoch %d | time %.1f s | train loss %.6g | validate loss %.6g | validate MAE %.4g %s"
+        " | lr scale %.4g",
+        progress.epoch,
+        time.perf_counter() - started,
+        train_loss,
+        val_loss,
+        val_mae * 1000.0 if target_type == "H" else val_mae,
+        "meV" if target_type == "H" else "",
+        lr_scale,
+    )
+
+
+def epoch_rates(tcfg: Any, first_step: int, count: int, total_steps: int) -> np.ndarray:
+    """The schedule's learning rate (float32, (count,)) for optimizer steps first_step, ...: numpy,
+    the formulas of ``hamflow schedule`` (the plateau scale is applied inside the step)."""
+    table = schedule_table(
+        tcfg.scheduler,
+        init_learning_rate=tcfg.optimizer.init_learning_rate,
+        total_steps=total_steps,
+        steps=range(first_step, first_step + count),
+    )
+    return np.asarray([rate for _, rate in table], dtype=np.float32)
+
+
+def progress_bar(cfg: Any, total: int, epoch: int, initial: int, stream: Any = None) -> Any:
+    """The per-batch bar of one epoch on ``stream`` (stderr), or None: with
+    ``show_train_process_bar = false``, and when the stream is not a terminal (a SLURM log, a pipe),
+    where a bar's carriage-return redraws would only fill the file. The epoch lines are logged either way.
+    """
+    if not cfg.system.show_train_process_bar:
+        return None
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        terminal = bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        terminal = False
+    if not terminal:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, unit="batch", file=stream)
+
+
+def _plateau_steps(state, plateau, step_metrics, sched, steps_per_epoch):
+    """accum_size > 0: feed the plateau once every accum_size steps (one host sync per group)."""
+    if len(step_metrics) % sched.accum_size:
+        return state, plateau
+    values = jax.device_get([m.loss for m in step_metrics[-sched.accum_size :]])
+    for value in values:
+        plateau = plateau_update(plateau, float(value), sched, steps_per_epoch=steps_per_epoch)
+    return state._replace(plateau_scale=jnp.asarray(plateau.scale, jnp.float32)), plateau
+
+
+def evaluate(compiled_eval: dict, batcher: Batcher, params: Any) -> tuple[float, float]:
+    """(mean batch loss, MAE in target units) over a whole split."""
+    results = []
+    for bucket, members in epoch_batches(batcher.plan, seed=0, epoch=0, shuffle=False):
+        results.append(compiled_eval[bucket](params, batcher.device_batch(bucket, members)))
+    fetched = jax.device_get([(m.loss, m.abs_err, m.entries) for m in results])
+    loss = float(np.mean([float(f[0]) for f in fetched]))
+    mae = float(sum(float(f[1]) for f in fetched)) / max(sum(int(f[2]) for f in fetched), 1)
+    return loss, mae
+
+
+def compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, aot: bool) -> Compiled:
+    """Per-bucket callables. With ``aot`` every bucket's step is lowered and compiled before the
+    first epoch, in parallel threads (XLA compiles outside the GIL); otherwise jit compiles lazily."""
+    if not aot:
+        train = dict.fromkeys(range(len(train_batcher.plan.shapes)), jit_train)
+        evals = dict.fromkeys(range(len(val_batcher.plan.shapes)) if val_batcher else [], jit_eval)
+        return Compiled(train, evals)
+
+    def example(batcher: Batcher, bucket: int) -> GraphBatch:
+        members = batcher.plan.groups[bucket][: batcher.plan.batch_size]
+        return batcher.device_batch(bucket, members)
+
+    abstract_state = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+    rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=state.step.sharding)
+    jobs = []
+    for bucket in range(len(train_batcher.plan.shapes)):
+        jobs.append(
+            (
+                "train",
+                bucket,
+                lambda b=bucket: jit_train.lower(abstract_state, example(train_batcher, b), rate).compile(),
+            )
+        )
+    if val_batcher is not None:
+        for bucket in range(len(val_batcher.plan.shapes)):
+            jobs.append(
+                (
+                    "eval",
+                    bucket,
+                    lambda b=bucket: jit_eval.lower(abstract_state.params, example(val_batcher, b)).compile(),
+                )
+            )
+    t0 = time.perf_counter()
+    # one compile per core: each XLA compile holds ~1-2 GiB, more threads only add memory
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        compiled = list(pool.map(lambda job: (job[0], job[1], job[2]()), jobs))
+    LOG.info("ahead-of-time compiled %d program(s) in %.1f s", len(compiled), time.perf_counter() - t0)
+    train = {b: fn for kind, b, fn in compiled if kind == "train"}
+    evals = {b: fn for kind, b, fn in compiled if kind == "eval"}
+    return Compiled(train, evals)
