@@ -221,8 +221,8 @@ def _has_results(layout: ckpt.RunLayout) -> bool:
 
 
 def _set_aside(layout: ckpt.RunLayout) -> Path:
-    """Move ``model/``, ``dataset_split.json``, ``metrics.csv`` and ``TRAINING_DONE`` into a new
-    ``model.replaced-<time>`` folder of the run (nothing is overwritten) and recreate ``model/``."""
+    """Move ``model/``, ``dataset_split.json``, ``metrics.csv``, ``test_metrics.csv`` and ``TRAINING_DONE``
+    into a new ``model.replaced-<time>`` folder of the run (nothing is overwritten); recreate ``model/``."""
     stamp = f"model.replaced-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     aside = layout.root / stamp
     suffix = 1
@@ -231,7 +231,7 @@ def _set_aside(layout: ckpt.RunLayout) -> Path:
     with os_errors("move the previous results aside into", aside):
         layout.model.rename(aside)
         layout.model.mkdir(parents=True)
-        for stale in (layout.split, layout.metrics, layout.done):
+        for stale in (layout.split, layout.metrics, layout.test_metrics, layout.done):
             if stale.exists():
                 stale.rename(aside / stale.name)
     return aside
@@ -676,6 +676,7 @@ def train(
         # ---- loop: from here a signal is only recorded, and the loop saves a checkpoint and stops
         flag.raise_in = None
         started = time.perf_counter() - wall_offset
+        first_epoch = epoch
         stopped = "max_epoch"
         monitor_train_only = tcfg.dataloader.only_use_train_loss or val_batcher is None
         try:
@@ -767,6 +768,18 @@ def train(
         finally:
             flag.restore()
         _save_latest(layout, epoch, state, plateau, best_loss, partial, cfg)
+        if writer and (epoch > first_epoch or not layout.test_metrics.is_file()):
+            from hamflow.train.test_pass import final_test_pass
+
+            final_test_pass(
+                layout,
+                jit_eval,
+                state.params,
+                data.store,
+                data.index["test"],
+                plan,
+                loss_type=cfg.model.loss_type,
+            )
         if writer:
             summary = {"epochs": epoch, "best_loss": best_loss, "stopped_because": stopped}
             atomic_write_text(layout.done, json.dumps(summary, indent=1) + "\n")
