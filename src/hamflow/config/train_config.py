@@ -109,10 +109,12 @@ class GraphConfig:
     common_orbital_types: str = option("", allowed='"" (union of the dataset) or e.g. "s2p2d1"')
     parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
     only_save_graph: bool = option(False)
-    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file).
+    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file,
+    # built in shards with `hamflow graph --shard K/N` and joined; every training process reads it all).
     disk_shards_num: int = option(1, not_built=True)
     disk_shards_indices: tuple[int, ...] = option((), kind="int_list", not_built=True)
-    disk_mem_buffer_size: int = option(2048, not_built=True, allowed="an integer (MB)")
+    # the disk store's in-memory buffer while training: HDF5's chunk cache, in MiB, over all its arrays
+    disk_mem_buffer_size: int = option(2048, check=at_least(1), allowed="an integer >= 1 (MiB)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

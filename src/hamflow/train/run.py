@@ -279,11 +279,10 @@ def _open_data(
 ) -> _Data:
     """Open (or build) the graph store and choose the split: always the one ``cfg`` and ``--split``
     ask for; when ``resuming``, it must equal the run folder's ``dataset_split.json``."""
-    from hamflow.graph.stage import build_graph_store
-    from hamflow.graph.store import GraphStore
+    from hamflow.graph.stage import build_graph_store, open_graph_store
 
     path = Path(graph_store) if graph_store else build_graph_store(cfg)
-    store = GraphStore.open(path)
+    store = open_graph_store(cfg, path)
     ids = list(store.ids)
     split, key = _requested_split(cfg, ids, split_path)
     if resuming:
