@@ -25,9 +25,9 @@ EXAMPLE = Path(__file__).resolve().parent / "data" / "deeph_pack_example_train.t
 
 # (dotted key, template default, one value hamflow does not build) - from deeph-pack-newer-keys.md.
 NOT_BUILT: list[tuple[str, Any, Any]] = [
+    ("data.model_save.latest_cache_mid_step_interval", -1, 100),
     ("data.graph.disk_shards_num", 1, 4),
     ("data.graph.disk_shards_indices", [], [0, 1]),
-    ("data.model_save.latest_cache_mid_step_interval", -1, 100),
     ("model.advanced.latent_irreps", "", "32x0e+16x1e"),
     ("model.advanced.latent_edge_cutoff", 100.0, 6.0),
     ("model.advanced.latent_scalar_dim", -1, 64),
@@ -37,7 +37,6 @@ NOT_BUILT: list[tuple[str, Any, Any]] = [
     ("model.advanced.vr_focus_size", 256, 128),
     ("model.advanced.enable_element_moe", False, True),
     ("model.advanced.moe_element_include", [], ["Mo", "S"]),
-    ("process.train.drop.dropout_rate", 0.1, 0.2),
     ("process.train.drop.stochastic_depth", 0.0, 0.1),
     ("process.train.drop.proj_rate", 0.0, 0.1),
     ("process.train.with_plugin.enable", False, True),
@@ -52,6 +51,11 @@ NOT_BUILT: list[tuple[str, Any, Any]] = [
 # behaviour test where the behaviour lives (named in docs/config.md).
 BUILT: list[tuple[str, Any, Any]] = [
     ("data.graph.disk_mem_buffer_size", 2048, 512),  # tests/graph/test_graph_store.py
+    (
+        "process.train.drop.dropout_rate",
+        0.1,
+        0.25,
+    ),  # tests/nn/test_dropout.py, tests/train/test_dropout_step.py
 ]
 
 # Values the newer template adds to keys of the 1.0.x reference.
@@ -158,9 +162,23 @@ def test_wrong_types_are_still_type_errors():
         assert f"[{key}]" in str(caught.value)
 
 
-def test_dropout_zero_is_accepted_as_no_dropout():
-    cfg = parse_train_config(put(newer_template(), "process.train.drop.dropout_rate", 0.0))
-    assert cfg.process.train.drop.dropout_rate == 0.0
+def test_dropout_is_the_templates_when_written_and_off_when_absent():
+    assert parse_train_config(newer_template()).process.train.drop.dropout_rate == 0.1
+    assert (
+        parse_train_config(
+            put(newer_template(), "process.train.drop.dropout_rate", 0.0)
+        ).process.train.drop.dropout_rate
+        == 0.0
+    )
+    older = tomllib.loads(EXAMPLE.read_text())  # DeepH-pack's 1.0.x example: no [process.train.drop]
+    assert "drop" not in older["process"]["train"]
+    assert parse_train_config(older).process.train.drop.dropout_rate == 0.0
+    for bad in (1.0, -0.1):
+        with pytest.raises(
+            ConfigError, match=r"\[process.train.drop.dropout_rate\] = .*in \[0, 1\)"
+        ) as caught:
+            parse_train_config(put(newer_template(), "process.train.drop.dropout_rate", bad), source="t.toml")
+        assert "\n" not in str(caught.value) and not isinstance(caught.value, NotAvailableError)
 
 
 def test_integral_lists_and_floats_are_canonical():

@@ -216,12 +216,19 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DropConfig:
-    """[process.train.drop] (DeepH-pack's newer template): dropout; recognised, not built yet.
+    """[process.train.drop] (DeepH-pack's newer template): dropout in the training step.
 
-    The template's default ``dropout_rate = 0.1`` is accepted and has no effect (no dropout), as is 0.
+    ``dropout_rate``: probability of dropping each irrep channel of the backbone's node and edge
+    features before the readout (hamflow.nn.dropout; evaluation and inference never drop). Absent
+    (the 1.0.x train.toml has no such key): 0, no dropout, training as before; the newer template
+    writes 0.1 explicitly, and a file that does gets 0.1. The other two keys are recognised, not built.
     """
 
-    dropout_rate: float = option(0.1, not_built=True, also_accepted=(0.0,))
+    dropout_rate: float = option(
+        0.0,
+        check=lambda v: 0.0 <= v < 1.0,
+        allowed="a number in [0, 1): 0 switches dropout off (the default when the key is absent)",
+    )
     stochastic_depth: float = option(0.0, not_built=True)
     proj_rate: float = option(0.0, not_built=True)
 

@@ -42,7 +42,14 @@ from hamflow.train.saved_model import (
     load_params,
     resolve_model_dir,
 )
-from hamflow.train.step import StepMetrics, TrainState, init_opt_state, make_optimizer, make_steps
+from hamflow.train.step import (
+    StepMetrics,
+    TrainState,
+    dropout_steps,
+    init_opt_state,
+    make_optimizer,
+    make_steps,
+)
 
 LOG = logging.getLogger("hamflow")
 
@@ -394,8 +401,8 @@ def _model_spec(cfg: Any, data: _Data, store_meta: Any) -> ModelSpec:
     )
 
 
-def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
-    """The flax module described by ``spec``."""
+def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0) -> Any:
+    """The flax module described by ``spec`` (dropout: ``[process.train.drop]``, training only)."""
     from hamflow.nn.model import build_model
 
     return build_model(
@@ -407,6 +414,7 @@ def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
         consider_parity=spec.consider_parity,
         spinful=spec.spinful,
         dtype=compute_dtype,
+        dropout_rate=dropout_rate,
     )
 
 
@@ -544,7 +552,7 @@ def train(
         if writer:
             spec.save(layout.model_json)
 
-        model = build_network(spec, policy.compute_dtype)
+        model = build_network(spec, policy.compute_dtype, tcfg.drop.dropout_rate)
 
         def apply_fn(params: Any, batch: GraphBatch) -> jnp.ndarray:
             return model.apply({"params": params}, batch)
@@ -659,6 +667,7 @@ def train(
             standardize_gauge=cfg.model.advanced.standardize_gauge,
             spinful=spec.spinful,
             ema_decay=tcfg.ema_decay,
+            **dropout_steps(model, tcfg.drop.dropout_rate, cfg.system.random_seed),
         )
         replicated = NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec())
         state = jax.device_put(state, replicated)
