@@ -61,6 +61,7 @@ NOT_AFFECTING_TRAINING = {
     "system.jax_memory_preallocate",
     "data.outputs_dir",
     "data.graph.parallel_num",
+    "data.graph.disk_mem_buffer_size",  # the disk store's chunk cache: speed only (issue 11)
     "process.train.compilation_cache_dir",
 }
 RESUME_MUTABLE_PREFIXES = (
@@ -75,6 +76,7 @@ RESUME_MUTABLE_PREFIXES = (
     "process.train.ahead_of_time_compile",
     "process.train.multi_way_jit_num",
     "data.graph.parallel_num",
+    "data.graph.disk_mem_buffer_size",  # issue 11: may change on resume
     "data.graph.storage_type",
     "data.graph.only_save_graph",
 )

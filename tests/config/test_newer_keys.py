@@ -25,10 +25,9 @@ EXAMPLE = Path(__file__).resolve().parent / "data" / "deeph_pack_example_train.t
 
 # (dotted key, template default, one value hamflow does not build) - from deeph-pack-newer-keys.md.
 NOT_BUILT: list[tuple[str, Any, Any]] = [
+    ("data.model_save.latest_cache_mid_step_interval", -1, 100),
     ("data.graph.disk_shards_num", 1, 4),
     ("data.graph.disk_shards_indices", [], [0, 1]),
-    ("data.graph.disk_mem_buffer_size", 2048, 512),
-    ("data.model_save.latest_cache_mid_step_interval", -1, 100),
     ("model.advanced.latent_irreps", "", "32x0e+16x1e"),
     ("model.advanced.latent_edge_cutoff", 100.0, 6.0),
     ("model.advanced.latent_scalar_dim", -1, 64),
@@ -38,7 +37,6 @@ NOT_BUILT: list[tuple[str, Any, Any]] = [
     ("model.advanced.vr_focus_size", 256, 128),
     ("model.advanced.enable_element_moe", False, True),
     ("model.advanced.moe_element_include", [], ["Mo", "S"]),
-    ("process.train.drop.dropout_rate", 0.1, 0.2),
     ("process.train.drop.stochastic_depth", 0.0, 0.1),
     ("process.train.drop.proj_rate", 0.0, 0.1),
     ("process.train.with_plugin.enable", False, True),
@@ -47,6 +45,17 @@ NOT_BUILT: list[tuple[str, Any, Any]] = [
     ("process.train.with_plugin.script_path", "", "plugin.py"),
     ("process.train.with_plugin.backend", "null", "ai2dft_jax"),
     ("process.train.with_plugin.dump_intermediate", False, True),
+]
+
+# (dotted key, template default, another value) of newer keys whose behaviour hamflow builds; each has a
+# behaviour test where the behaviour lives (named in docs/config.md).
+BUILT: list[tuple[str, Any, Any]] = [
+    ("data.graph.disk_mem_buffer_size", 2048, 512),  # tests/graph/test_graph_store.py
+    (
+        "process.train.drop.dropout_rate",
+        0.1,
+        0.25,
+    ),  # tests/nn/test_dropout.py, tests/train/test_dropout_step.py
 ]
 
 # Values the newer template adds to keys of the 1.0.x reference.
@@ -80,7 +89,7 @@ def put(data: dict[str, Any], dotted_key: str, value: Any) -> dict[str, Any]:
 def newer_template() -> dict[str, Any]:
     """DeepH-pack's 1.0.x example with every newer key at the newer template's default."""
     data = tomllib.loads(EXAMPLE.read_text())
-    for key, default, _ in NOT_BUILT:
+    for key, default, _ in NOT_BUILT + BUILT:
         put(data, key, default)
     put(data, "data.dft.validation_check", False)
     put(data, "system.log_level", "error")
@@ -96,7 +105,7 @@ def test_a_toml_from_the_newer_template_passes_check_config(tmp_path, capsys):
     assert main(["check-config", str(path)]) == 0
     captured = capsys.readouterr()
     resolved = tomllib.loads(captured.out)
-    for key, default, _ in NOT_BUILT:
+    for key, default, _ in NOT_BUILT + BUILT:
         node = resolved
         for part in key.split("."):
             node = node[part]
@@ -117,6 +126,15 @@ def test_unbuilt_keys_take_their_default_and_refuse_anything_else_in_one_line(ke
         RECOGNISED_NOT_AVAILABLE in message and "unknown" not in message and "not a known key" not in message
     )
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("key", "default", "value"), BUILT, ids=[k for k, _, _ in BUILT])
+def test_built_keys_take_other_values(key, default, value):
+    cfg = parse_train_config(put(newer_template(), key, value), source="train.toml")
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert node == value != default
 
 
 @pytest.mark.parametrize(("key", "value"), NEWER_VALUES, ids=[f"{k}={v}" for k, v in NEWER_VALUES])
@@ -144,9 +162,23 @@ def test_wrong_types_are_still_type_errors():
         assert f"[{key}]" in str(caught.value)
 
 
-def test_dropout_zero_is_accepted_as_no_dropout():
-    cfg = parse_train_config(put(newer_template(), "process.train.drop.dropout_rate", 0.0))
-    assert cfg.process.train.drop.dropout_rate == 0.0
+def test_dropout_is_the_templates_when_written_and_off_when_absent():
+    assert parse_train_config(newer_template()).process.train.drop.dropout_rate == 0.1
+    assert (
+        parse_train_config(
+            put(newer_template(), "process.train.drop.dropout_rate", 0.0)
+        ).process.train.drop.dropout_rate
+        == 0.0
+    )
+    older = tomllib.loads(EXAMPLE.read_text())  # DeepH-pack's 1.0.x example: no [process.train.drop]
+    assert "drop" not in older["process"]["train"]
+    assert parse_train_config(older).process.train.drop.dropout_rate == 0.0
+    for bad in (1.0, -0.1):
+        with pytest.raises(
+            ConfigError, match=r"\[process.train.drop.dropout_rate\] = .*in \[0, 1\)"
+        ) as caught:
+            parse_train_config(put(newer_template(), "process.train.drop.dropout_rate", bad), source="t.toml")
+        assert "\n" not in str(caught.value) and not isinstance(caught.value, NotAvailableError)
 
 
 def test_integral_lists_and_floats_are_canonical():

@@ -98,7 +98,8 @@ NEWER_DEFAULTS: dict[str, Any] = {
     "model.advanced.vr_focus_size": 256,
     "model.advanced.enable_element_moe": False,
     "model.advanced.moe_element_include": (),
-    "process.train.drop.dropout_rate": 0.1,
+    # the template writes 0.1; absent (every 1.0.x train.toml) it is 0: no dropout, training as before
+    "process.train.drop.dropout_rate": 0.0,
     "process.train.drop.stochastic_depth": 0.0,
     "process.train.drop.proj_rate": 0.0,
     "process.train.with_plugin.enable": False,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from graph_synthetic import WATER_MAP, synthetic_structure
 
-from hamflow.errors import DataError
+from hamflow.errors import ConfigError, DataError
 from hamflow.graph.basis import common_basis
 from hamflow.graph.collate import collate
 from hamflow.graph.store import GraphStore, StoreMeta, join_shards, read_store_meta, store_path, write_store
@@ -177,3 +177,40 @@ def test_collate_of_graphs_without_labels_gives_zeros():
     batch = collate(graphs, num_nodes=10, num_edges=total, num_graphs=2)
     assert batch.labels.shape == (total, BASIS.size, BASIS.size)
     assert not batch.labels.any() and not batch.overlap.any() and batch.label_mask.any()
+
+
+def _cache_bytes(store: GraphStore) -> list[int]:
+    """HDF5 chunk-cache size (bytes) of every array a lazy store reads."""
+    names = [name for name in store._arrays if name.startswith(("nodes/", "edges/"))]
+    return [store._arrays[name].id.get_access_plist().get_chunk_cache()[1] for name in names]
+
+
+def test_disk_mem_buffer_size_sets_the_disk_stores_chunk_cache(tmp_path):
+    """data.graph.disk_mem_buffer_size (MiB) is the chunk cache of a disk store read while training,
+    shared out over its arrays; without it (GraphStore.open's default) HDF5's own per-array cache stays."""
+    from pathlib import Path
+
+    from hamflow.config.train_config import load_train_config, with_overrides
+    from hamflow.graph.stage import open_graph_store
+
+    graphs = _graphs(3)
+    ids = [g.sid for g in graphs]
+    write_store(tmp_path / "x.disk.h5", graphs, _meta("disk", ids=ids))
+    write_store(tmp_path / "x.memory.h5", graphs, _meta("memory", ids=ids))
+    seed = load_train_config(Path(__file__).resolve().parents[2] / "config" / "train.toml")
+    cfg = with_overrides(seed, {"data.graph.disk_mem_buffer_size": 64})
+    with open_graph_store(cfg, tmp_path / "x.disk.h5") as store:
+        sizes = _cache_bytes(store)
+        assert len(sizes) >= 7 and len(set(sizes)) == 1
+        assert 64 * 2**20 - len(sizes) < sum(sizes) <= 64 * 2**20
+        assert [g.sid for g in store] == ids  # reads as before
+    assert seed.data.graph.disk_mem_buffer_size == 2048  # the template's default
+    with open_graph_store(seed, tmp_path / "x.disk.h5") as store:
+        assert sum(_cache_bytes(store)) == pytest.approx(2048 * 2**20, abs=64)
+    with GraphStore.open(tmp_path / "x.disk.h5") as store, h5py.File(tmp_path / "x.disk.h5") as plain:
+        default = plain["edges/vec"].id.get_access_plist().get_chunk_cache()[1]
+        assert set(_cache_bytes(store)) == {default}  # no buffer given: HDF5's own
+    with open_graph_store(cfg, tmp_path / "x.memory.h5") as store:
+        assert store._handle is None  # a memory store is read whole: no buffer
+    with pytest.raises(ConfigError, match=r"\[data.graph.disk_mem_buffer_size\] = 0"):
+        with_overrides(seed, {"data.graph.disk_mem_buffer_size": 0})

@@ -149,10 +149,15 @@ class GraphConfig:
         -1, allowed="an integer (<= 0: as many as the machine has)", stages=(), resume_ok=True
     )
     only_save_graph: bool = option(False, resume_ok=True)
-    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file).
+    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file,
+    # built in shards with `hamflow graph --shard K/N` and joined; every training process reads it all).
     disk_shards_num: int = option(1, not_built=True)
     disk_shards_indices: tuple[int, ...] = option((), kind="int_list", not_built=True)
-    disk_mem_buffer_size: int = option(2048, not_built=True, allowed="an integer (MB)")
+    # the disk store's in-memory buffer while training: HDF5's chunk cache, in MiB, over all its arrays;
+    # a speed setting (the graphs read are the same), so no stage's result and no resume depends on it
+    disk_mem_buffer_size: int = option(
+        2048, check=at_least(1), allowed="an integer >= 1 (MiB)", stages=(), resume_ok=True
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -271,12 +276,21 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DropConfig:
-    """[process.train.drop] (DeepH-pack's newer template): dropout; recognised, not built yet.
+    """[process.train.drop] (DeepH-pack's newer template): dropout in the training step.
 
-    The template's default ``dropout_rate = 0.1`` is accepted and has no effect (no dropout), as is 0.
+    ``dropout_rate``: probability of dropping each irrep channel of the backbone's node and edge
+    features before the readout (hamflow.nn.dropout; evaluation and inference never drop). Absent
+    (the 1.0.x train.toml has no such key): 0, no dropout, training as before; the newer template
+    writes 0.1 explicitly, and a file that does gets 0.1. The other two keys are recognised, not built.
     """
 
-    dropout_rate: float = option(0.1, not_built=True, also_accepted=(0.0,))
+    # roles: training only (the default stages), and not resume_ok: a resumed run must draw the masks
+    # the uninterrupted run would, so a changed rate starts afresh
+    dropout_rate: float = option(
+        0.0,
+        check=lambda v: 0.0 <= v < 1.0,
+        allowed="a number in [0, 1): 0 switches dropout off (the default when the key is absent)",
+    )
     stochastic_depth: float = option(0.0, not_built=True)
     proj_rate: float = option(0.0, not_built=True)
 

@@ -408,6 +408,14 @@ def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
     return whole.with_name(whole.name.removesuffix(".h5") + f".shard-{shard[0]}-of-{shard[1]}.h5")
 
 
+def open_graph_store(cfg: Any, path: str | Path) -> Any:
+    """The :class:`~hamflow.graph.store.GraphStore` at ``path`` as training reads it: a disk store lazily,
+    with an HDF5 chunk cache of ``data.graph.disk_mem_buffer_size`` MiB in all; a memory store whole."""
+    from hamflow.graph.store import GraphStore
+
+    return GraphStore.open(path, buffer_mb=int(cfg.data.graph.disk_mem_buffer_size))
+
+
 def validation_check_report(cfg: Any) -> Any:
     """``[data.dft] validation_check = true``: validate every structure folder first, as ``hamflow
     validate`` does (the files the graph type reads), on every run, also when the store is reused.

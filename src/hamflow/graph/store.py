@@ -313,6 +313,19 @@ def write_store(path: str | Path, graphs: Iterable[StructureGraph], meta: StoreM
         writer.finish()
 
 
+def _chunk_cache(handle: h5py.File, buffer_mb: int) -> tuple[int, int]:
+    """(bytes, slots) of HDF5's per-dataset chunk cache that share ``buffer_mb`` MiB out over the
+    datasets a lazy store reads (one cache each); slots ~10x the chunks held, HDF5's advice."""
+    count = sum(1 for name in _FIELDS if name in handle) or 1
+    nbytes = max(buffer_mb * 2**20 // count, 1)
+    return nbytes, max(521, 10 * (nbytes // _DISK_CHUNK_BYTES))
+
+
+def _storage_type(handle: h5py.File) -> str:
+    """The ``storage_type`` attribute of an open store ("" if absent; full checks in read_store_meta)."""
+    return _attr_text(handle.attrs.get("storage_type", ""))
+
+
 def _attr_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -379,11 +392,22 @@ class GraphStore:
         self._verified: set[int] = set()
 
     @classmethod
-    def open(cls, path: str | Path, *, lazy: bool | None = None) -> GraphStore:
-        """Open a store; ``lazy`` defaults to True for disk stores and False for memory stores."""
+    def open(cls, path: str | Path, *, lazy: bool | None = None, buffer_mb: int | None = None) -> GraphStore:
+        """Open a store; ``lazy`` defaults to True for disk stores and False for memory stores.
+
+        buffer_mb: for a lazily read store, the in-memory buffer in MiB (``data.graph.disk_mem_buffer_size``):
+        HDF5's chunk cache, shared out evenly over the arrays :meth:`get` reads (each keeps its own
+        cache); None keeps HDF5's default per array. Ignored when the store is read whole.
+        """
         path = Path(path)
+        if buffer_mb is not None and buffer_mb < 1:
+            raise ValueError(f"buffer_mb must be >= 1 (MiB), got {buffer_mb}")
         try:
             handle = h5py.File(path, "r")
+            if buffer_mb is not None and (lazy or (lazy is None and _storage_type(handle) == "disk")):
+                nbytes, slots = _chunk_cache(handle, buffer_mb)
+                handle.close()
+                handle = h5py.File(path, "r", rdcc_nbytes=nbytes, rdcc_nslots=slots)
         except FileNotFoundError:
             raise DataError("graph store not found", file=path) from None
         except OSError as error:

@@ -5,5 +5,6 @@ Modules:
   sparrow     the ``sparrow`` / ``normal`` network
   eagle       the ``eagle`` / ``accurate`` network
   block_head  the Clebsch-Gordan block readout (``BlockReadout``)
+  dropout     equivariant dropout of whole irrep channels (``irreps_dropout``, training step only)
   layers, radial, wigner   building blocks, edge geometry, Wigner D matrices
 """

@@ -21,21 +21,32 @@ from hamflow.errors import ConfigError
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.irreps import canonical_net_type, check_net_irreps, check_parity_rule
 from hamflow.nn.block_head import BlockReadout
+from hamflow.nn.dropout import irreps_dropout
 from hamflow.nn.eagle import Eagle
 from hamflow.nn.sparrow import Sparrow
 
 
 class HamiltonianNetwork(nn.Module):
-    """Backbone features -> per-edge orbital blocks (on-site from nodes, off-site from edges)."""
+    """Backbone features -> per-edge orbital blocks (on-site from nodes, off-site from edges).
+
+    dropout_rate: with ``dropout=True`` (the training step, which passes a ``"dropout"`` rng), whole
+    irrep channels of the backbone's node and edge features are dropped before the readouts
+    (hamflow.nn.dropout); ``dropout=False`` (the default: evaluation, inference) is deterministic.
+    """
 
     backbone: nn.Module
     shell_ls: tuple[int, ...]
     parity: bool
     spinful: bool = False
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, batch: GraphBatch) -> jnp.ndarray:
+    def __call__(self, batch: GraphBatch, dropout: bool = False) -> jnp.ndarray:
         nodes, edges = self.backbone(batch)
+        if dropout and self.dropout_rate > 0:
+            node_key, edge_key = jax.random.split(self.make_rng("dropout"))
+            nodes = irreps_dropout(nodes, self.dropout_rate, node_key)
+            edges = irreps_dropout(edges, self.dropout_rate, edge_key)
         head = {"shell_ls": self.shell_ls, "parity": self.parity, "spinful": self.spinful}
         onsite_blocks = BlockReadout(**head, name="onsite_head")(nodes)
         offsite_blocks = BlockReadout(**head, name="offsite_head")(edges)
@@ -61,6 +72,7 @@ def build_model(
     consider_parity: bool,
     spinful: bool = False,
     dtype: Any = jnp.float32,
+    dropout_rate: float = 0.0,
 ) -> nn.Module:
     """The network for ``net_type`` (sparrow/normal, eagle/accurate) over the common basis ``shell_ls``.
 
@@ -68,6 +80,7 @@ def build_model(
     when ``spinful``. Initialise with ``jax.jit(module.init)(key, batch)``; params are float32 whatever
     the compute ``dtype``. Raises ConfigError for an unknown net_type, eagle with consider_parity,
     odd irreps without parity, a non-positive num_blocks or rmax, or irreps that cannot form the blocks.
+    dropout_rate (``[process.train.drop]``): see :class:`HamiltonianNetwork`; no parameters of its own.
     """
     kind = canonical_net_type(net_type)
     check_parity_rule(kind, consider_parity)
@@ -100,7 +113,13 @@ def build_model(
         init=True,
         mutable=True,
     )
-    return network(backbone=backbone, shell_ls=shells, parity=bool(consider_parity), spinful=bool(spinful))
+    return network(
+        backbone=backbone,
+        shell_ls=shells,
+        parity=bool(consider_parity),
+        spinful=bool(spinful),
+        dropout_rate=float(dropout_rate),
+    )
 
 
 def init_params(module: nn.Module, batch: GraphBatch, seed: int) -> Any:

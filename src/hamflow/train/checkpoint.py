@@ -136,6 +136,11 @@ class RunLayout:
         return self.root / "metrics.csv"
 
     @property
+    def test_metrics(self) -> Path:
+        """One row per test structure of the final test pass (``hamflow.train.test_pass``)."""
+        return self.root / "test_metrics.csv"
+
+    @property
     def split(self) -> Path:
         return self.root / "dataset_split.json"
 

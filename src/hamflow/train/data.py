@@ -89,11 +89,10 @@ def open_data(
 ) -> TrainData:
     """Open (or build) the graph store and choose the split: always the one ``cfg`` and ``--split``
     ask for; when ``resuming``, it must equal the run folder's ``dataset_split.json`` (``run_split``)."""
-    from hamflow.graph.stage import build_graph_store
-    from hamflow.graph.store import GraphStore
+    from hamflow.graph.stage import build_graph_store, open_graph_store
 
     path = Path(graph_store) if graph_store else build_graph_store(cfg)
-    store = GraphStore.open(path)
+    store = open_graph_store(cfg, path)
     ids = list(store.ids)
     split, key = requested_split(cfg, ids, Path(split_path) if split_path else None)
     if resuming and run_split is not None:

@@ -96,10 +96,12 @@ class SignalFlag:
 
 @dataclass
 class Compiled:
-    """The per-bucket programs: ``train[b](state, batch, rate)`` and ``evaluate[b](params, batch)``."""
+    """The per-bucket programs: ``train[b](state, batch, rate)`` and ``evaluate[b](params, batch)``;
+    ``eval_step(params, batch)``: the jitted eval step for any shape (the final test pass)."""
 
     train: dict
     evaluate: dict
+    eval_step: Any = None
 
 
 def fit(
@@ -289,7 +291,7 @@ def compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, a
     if not aot:
         train = dict.fromkeys(range(len(train_batcher.plan.shapes)), jit_train)
         evals = dict.fromkeys(range(len(val_batcher.plan.shapes)) if val_batcher else [], jit_eval)
-        return Compiled(train, evals)
+        return Compiled(train, evals, jit_eval)
 
     def example(batcher: Batcher, bucket: int) -> GraphBatch:
         members = batcher.plan.groups[bucket][: batcher.plan.batch_size]
@@ -324,4 +326,4 @@ def compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, a
     LOG.info("ahead-of-time compiled %d program(s) in %.1f s", len(compiled), time.perf_counter() - t0)
     train = {b: fn for kind, b, fn in compiled if kind == "train"}
     evals = {b: fn for kind, b, fn in compiled if kind == "eval"}
-    return Compiled(train, evals)
+    return Compiled(train, evals, jit_eval)

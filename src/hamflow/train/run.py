@@ -2,11 +2,12 @@
 
 The shape follows the flax examples: :func:`train` reads top to bottom as its steps - open the run
 folder, set up the runtime, choose between resuming and starting fresh, open the data, build the
-model, plan the buckets, restore or initialise the state, compile, fit, finish. The steps live in
-their modules: :mod:`hamflow.train.run_dir` (folder, lock, metrics), :mod:`hamflow.train.data`
+model, plan the buckets, restore or initialise the state, compile, fit, test, finish. The steps live
+in their modules: :mod:`hamflow.train.run_dir` (folder, lock, metrics), :mod:`hamflow.train.data`
 (store, split, buckets, batches), :mod:`hamflow.train.state` (fresh / resume / continue /
-fine-tune, checkpoints), :mod:`hamflow.train.loop` (epochs, stop rules, signals) and the pure step
-functions of :mod:`hamflow.train.step`. See ``docs/training.md``.
+fine-tune, checkpoints), :mod:`hamflow.train.loop` (epochs, stop rules, signals),
+:mod:`hamflow.train.test_pass` (the final per-structure test pass) and the pure step functions of
+:mod:`hamflow.train.step`. See ``docs/training.md``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from hamflow.train.state import (
     restore_or_initialize,
     save_latest,
 )
-from hamflow.train.step import make_steps
+from hamflow.train.step import dropout_steps, make_steps
 
 LOG = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def train(
         _record_split(layout, data, graph_store, writer=writer)
         source = finetune_source(cfg, resuming)
         spec = resolve_spec(cfg, data, source, layout, writer=writer)
-        model = build_network(spec, policy.compute_dtype)
+        model = build_network(spec, policy.compute_dtype, cfg.process.train.drop.dropout_rate)
         batches = plan_batches(cfg, data, devices, policy.label_dtype)
         total_steps, scale_fn = _schedule(cfg, batches)
         run = restore_or_initialize(
@@ -122,6 +123,7 @@ def train(
             writer=writer,
         )
         compiled = _compile(cfg, model, spec, run, batches, devices)
+        first_epoch = run.progress.epoch
         # from here a signal is only recorded, and the loop saves a checkpoint and stops
         flag.raise_in = None
         try:
@@ -139,7 +141,11 @@ def train(
             )
         finally:
             flag.restore()
-        return _finish(cfg, layout, run, stopped, writer=writer)
+        save_latest(layout, run.progress, keep=cfg.data.model_save.latest_num)
+        _test_pass(
+            cfg, layout, run, compiled, data, batches, trained=run.progress.epoch > first_epoch, writer=writer
+        )
+        return _finish(layout, run, stopped, writer=writer)
     finally:
         flag.restore()
         logging.getLogger("hamflow").removeHandler(handler)
@@ -258,6 +264,7 @@ def _compile(
         standardize_gauge=cfg.model.advanced.standardize_gauge,
         spinful=spec.spinful,
         ema_decay=tcfg.ema_decay,
+        **dropout_steps(model, tcfg.drop.dropout_rate, cfg.system.random_seed),
     )
     replicated = NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec())
     run.progress.state = jax.device_put(run.progress.state, replicated)
@@ -273,10 +280,39 @@ def _compile(
     )
 
 
-def _finish(cfg: Any, layout: ckpt.RunLayout, run: RunState, stopped: str, *, writer: bool) -> TrainResult:
-    """The final checkpoint and ``TRAINING_DONE`` (the workflow's sign that training completed)."""
+def _test_pass(
+    cfg: Any,
+    layout: ckpt.RunLayout,
+    run: RunState,
+    compiled: Compiled,
+    data: TrainData,
+    batches: Batches,
+    *,
+    trained: bool,
+    writer: bool,
+) -> None:
+    """The final test pass (:mod:`hamflow.train.test_pass`): DeepH-pack's ``test-step`` lines in
+    ``deepx.log`` and ``test_metrics.csv``, after every run that trained an epoch, or when the run
+    has no ``test_metrics.csv`` yet (a rerun of a finished run writes no second pass)."""
+    if not writer or not (trained or not layout.test_metrics.is_file()):
+        return
+    from hamflow.train.test_pass import final_test_pass
+
+    final_test_pass(
+        layout,
+        compiled.eval_step,
+        run.progress.state.params,
+        data.store,
+        data.index["test"],
+        batches.plan,
+        loss_type=cfg.model.loss_type,
+    )
+
+
+def _finish(layout: ckpt.RunLayout, run: RunState, stopped: str, *, writer: bool) -> TrainResult:
+    """``TRAINING_DONE`` (the workflow's sign that training completed), written after the final
+    checkpoint and the test pass."""
     progress = run.progress
-    save_latest(layout, progress, keep=cfg.data.model_save.latest_num)
     if writer:
         summary = {"epochs": progress.epoch, "best_loss": progress.best_loss, "stopped_because": stopped}
         atomic_write_text(layout.done, json.dumps(summary, indent=1) + "\n")

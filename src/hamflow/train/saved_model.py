@@ -126,8 +126,12 @@ def model_spec(cfg: Any, basis: Any, store_meta: Any) -> ModelSpec:
     )
 
 
-def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
-    """The flax module described by ``spec`` (training, fine-tuning and inference build it alike)."""
+def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0) -> Any:
+    """The flax module described by ``spec`` (training, fine-tuning and inference build it alike).
+
+    dropout_rate: ``[process.train.drop]``, applied by the training step only (see
+    :func:`hamflow.train.step.dropout_steps`); evaluation and inference never drop.
+    """
     from hamflow.nn.model import build_model
 
     return build_model(
@@ -139,4 +143,5 @@ def build_network(spec: ModelSpec, compute_dtype: Any) -> Any:
         consider_parity=spec.consider_parity,
         spinful=spec.spinful,
         dtype=compute_dtype,
+        dropout_rate=dropout_rate,
     )

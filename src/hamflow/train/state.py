@@ -157,8 +157,8 @@ def has_results(layout: ckpt.RunLayout) -> bool:
 
 
 def set_aside(layout: ckpt.RunLayout) -> Path:
-    """Move ``model/``, ``dataset_split.json``, ``metrics.csv`` and ``TRAINING_DONE`` into a new
-    ``model.replaced-<time>`` folder of the run (nothing is overwritten) and recreate ``model/``."""
+    """Move ``model/``, ``dataset_split.json``, ``metrics.csv``, ``test_metrics.csv`` and ``TRAINING_DONE``
+    into a new ``model.replaced-<time>`` folder of the run (nothing is overwritten); recreate ``model/``."""
     stamp = f"model.replaced-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     aside = layout.root / stamp
     suffix = 1
@@ -167,7 +167,7 @@ def set_aside(layout: ckpt.RunLayout) -> Path:
     with os_errors("move the previous results aside into", aside):
         layout.model.rename(aside)
         layout.model.mkdir(parents=True)
-        for stale in (layout.split, layout.metrics, layout.done):
+        for stale in (layout.split, layout.metrics, layout.test_metrics, layout.done):
             if stale.exists():
                 stale.rename(aside / stale.name)
     return aside

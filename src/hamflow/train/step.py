@@ -148,6 +148,18 @@ def _share_loss(
     return loss, masked_abs_error_sum(residual, mask)
 
 
+def dropout_steps(model: Any, rate: float, seed: int) -> dict[str, Any]:
+    """The :func:`make_steps` keywords for ``[process.train.drop] dropout_rate`` on a flax ``model``
+    built with that rate (hamflow.nn.model.build_model): none when rate is 0 (the step is unchanged)."""
+    if rate <= 0:
+        return {}
+
+    def dropout_apply_fn(params: Any, batch: GraphBatch, key: jnp.ndarray) -> jnp.ndarray:
+        return model.apply({"params": params}, batch, dropout=True, rngs={"dropout": key})
+
+    return {"dropout_apply_fn": dropout_apply_fn, "dropout_seed": int(seed)}
+
+
 def make_steps(
     apply_fn: Callable,
     optimizer: optax.GradientTransformation,
@@ -157,6 +169,8 @@ def make_steps(
     standardize_gauge: bool,
     spinful: bool,
     ema_decay: float = 0.0,
+    dropout_apply_fn: Callable | None = None,
+    dropout_seed: int = 0,
 ) -> tuple[Callable, Callable]:
     """(train_step, eval_step), both pure and jittable.
 
@@ -167,12 +181,21 @@ def make_steps(
     compiled program (and the persistent compilation cache). The plateau scale multiplies it.
     ema_decay > 0: the state's optimizer state is an :class:`AveragedState` (see
     :func:`init_opt_state`) and ``state.params`` the moving average of the optimizer's weights.
+    dropout_apply_fn: ``(params, batch, key) -> raw blocks`` with dropout (``[process.train.drop]``),
+    used by train_step only (eval_step always uses ``apply_fn``); its key is
+    ``fold_in(PRNGKey(dropout_seed), step)`` split over the D shares, so a resumed run draws the same
+    masks as an uninterrupted one. None: no dropout.
     """
 
-    def stacked_loss(params: Any, stacked: GraphBatch) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
-        def one(batch: GraphBatch) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+    def stacked_loss(
+        params: Any, stacked: GraphBatch, keys: jnp.ndarray | None = None
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+        def one(
+            batch: GraphBatch, key: jnp.ndarray | None
+        ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+            forward = apply_fn if key is None else (lambda p, b: dropout_apply_fn(p, b, key))
             return _share_loss(
-                apply_fn,
+                forward,
                 params,
                 batch,
                 normaliser,
@@ -181,7 +204,10 @@ def make_steps(
                 spinful=spinful,
             )
 
-        losses, (abs_err, entries) = jax.vmap(one)(stacked)
+        if keys is None:
+            losses, (abs_err, entries) = jax.vmap(lambda batch: one(batch, None))(stacked)
+        else:
+            losses, (abs_err, entries) = jax.vmap(one)(stacked, keys)
         return jnp.mean(losses), (jnp.sum(abs_err), jnp.sum(entries))
 
     def train_step(
@@ -190,7 +216,11 @@ def make_steps(
         averaged = ema_decay > 0
         raw = state.opt_state.raw_params if averaged else state.params
         inner = state.opt_state.inner if averaged else state.opt_state
-        (loss, (abs_err, entries)), grads = jax.value_and_grad(stacked_loss, has_aux=True)(raw, stacked)
+        keys = None
+        if dropout_apply_fn is not None:
+            step_key = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step)
+            keys = jax.random.split(step_key, stacked.labels.shape[0])
+        (loss, (abs_err, entries)), grads = jax.value_and_grad(stacked_loss, has_aux=True)(raw, stacked, keys)
         learning_rate = schedule_rate * state.plateau_scale
         inner = _set_learning_rate(inner, learning_rate)
         updates, inner = optimizer.update(grads, inner, raw)
