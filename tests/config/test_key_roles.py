@@ -79,6 +79,7 @@ RESUME_MUTABLE_PREFIXES = (
     "data.graph.disk_mem_buffer_size",  # issue 11: may change on resume
     "data.graph.storage_type",
     "data.graph.only_save_graph",
+    "process.train.drop.dropout_rate",  # masks from (seed, step); old runs recorded an inert 0.1
 )
 
 

@@ -284,12 +284,15 @@ class DropConfig:
     writes 0.1 explicitly, and a file that does gets 0.1. The other two keys are recognised, not built.
     """
 
-    # roles: training only (the default stages), and not resume_ok: a resumed run must draw the masks
-    # the uninterrupted run would, so a changed rate starts afresh
+    # roles: training only (the default stages) and resume_ok: the masks come from (seed, step), so a
+    # resumed run at the same rate draws what the uninterrupted run would, and a changed rate applies
+    # from the resumed step on. Run folders written before dropout was built recorded the template's
+    # 0.1 (which then had no effect); with the key absent they resume at 0 instead of starting afresh.
     dropout_rate: float = option(
         0.0,
         check=lambda v: 0.0 <= v < 1.0,
         allowed="a number in [0, 1): 0 switches dropout off (the default when the key is absent)",
+        resume_ok=True,
     )
     stochastic_depth: float = option(0.0, not_built=True)
     proj_rate: float = option(0.0, not_built=True)
