@@ -171,7 +171,11 @@ class ModelSaveConfig:
     )
     latest_num: int = option(10, check=at_least(1), allowed="an integer >= 1", resume_ok=True)
     # DeepH-pack's newer template: resumable checkpoints every N steps inside an epoch (-1: off).
-    latest_cache_mid_step_interval: int = option(-1, not_built=True, resume_ok=True)
+    latest_cache_mid_step_interval: int = option(
+        -1,
+        allowed="an integer: N >= 1 saves a resumable checkpoint every N optimizer steps; <= 0 off",
+        resume_ok=True,
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -161,6 +161,18 @@ class RunLayout:
         return self.root / "TRAINING_DONE"
 
 
+def mid_step_save_due(interval: int, step: int, batches_done: int, num_batches: int) -> bool:
+    """Whether ``data.model_save.latest_cache_mid_step_interval`` asks for a resumable checkpoint now.
+
+    interval: the key (<= 0: never); step: optimizer steps done so far (whole run, 1-based after the
+    first step); batches_done / num_batches: position inside the current epoch. Due every ``interval``
+    steps, except after an epoch's last batch, where the end-of-epoch logic takes over. The checkpoint
+    is the one SIGTERM writes (``latest/epoch_N`` + ``states/epoch_N`` with the position inside epoch
+    N + 1), so a run killed later resumes at that step on the uninterrupted loss curve.
+    """
+    return interval > 0 and step % interval == 0 and batches_done < num_batches
+
+
 def save_latest(
     layout: RunLayout, epoch: int, params: Any, state_tree: Any, meta: dict, *, keep: int
 ) -> None:

@@ -125,6 +125,7 @@ def fit(
     tcfg = cfg.process.train
     sched = tcfg.scheduler
     keep = cfg.data.model_save.latest_num
+    mid_interval = cfg.data.model_save.latest_cache_mid_step_interval
     # the schedule runs on the host, beside the compiled step: its rate is a runtime argument, so
     # a changed schedule, learning rate or max_epoch reuses the compiled programs
     host_step = int(progress.state.step)
@@ -150,6 +151,13 @@ def fit(
                 progress.state, progress.plateau = _plateau_steps(
                     progress.state, progress.plateau, step_metrics, sched, batches.steps_per_epoch
                 )
+            if ckpt.mid_step_save_due(mid_interval, host_step, position + 1, len(plan)):
+                # the SIGTERM checkpoint, without stopping: the epoch's metrics so far go into it
+                # and the loop keeps accumulating from the epoch's start as before
+                before = progress.partial
+                progress.partial = before.merge(step_metrics, position + 1)
+                save_latest(layout, progress, keep=keep)
+                progress.partial = before
             if flag.signum is not None:
                 progress.partial = progress.partial.merge(step_metrics, position + 1)
                 save_latest(layout, progress, keep=keep)
