@@ -46,7 +46,9 @@ def reference_run(h2o_dir: Path, jax_cache: Path, tmp_path_factory: pytest.TempP
 def test_loss_falls_and_run_directory_layout(reference_run: Path) -> None:
     losses = _losses(reference_run)
     assert len(losses) == 4
-    assert losses[-1] < 0.8 * losses[0]
+    # 4 epochs of a tiny model: with the environment baseline the off-site remainders (and their
+    # normalised scales) are smaller, so the normalised loss starts lower and falls ~14% (was > 20%)
+    assert losses[-1] < 0.9 * losses[0]
     layout = RunLayout(reference_run)
     for path in (
         layout.log,
