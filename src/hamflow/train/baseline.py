@@ -117,6 +117,14 @@ def components_to_blocks(values: jnp.ndarray, shell_ls: tuple[int, ...]) -> jnp.
     return assemble_blocks(e3nn.IrrepsArray(output_irreps(shell_ls, parity=False), irreps), shell_ls)
 
 
+def edge_geometry(edge_vec: jnp.ndarray, real: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(lengths (E,), safe vectors (E, 3)) of (E, 3) edge vectors in Angstrom, float32: edges not in
+    ``real`` (E,) (on-site or padding, zero vectors) get the unit z vector, so their harmonics stay finite."""
+    vec = jnp.asarray(edge_vec, dtype=jnp.float32)
+    length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
+    return length, jnp.where(real[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
+
+
 @dataclass(frozen=True)
 class Baseline:
     """The fitted tables. weights: (S+1, S+1, C, K) (target units); centres: (S+1, S+1, K) and
@@ -138,9 +146,7 @@ class Baseline:
         """(E, B, B) baseline blocks (zero on on-site and padding edges); JAX, jittable, float32."""
         shell_ls = tuple(int(l) for l in shell_ls)
         _, _, lcol = _scatter_plan(shell_ls)
-        vec = jnp.asarray(edge_vec, dtype=jnp.float32)
-        length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
-        safe = jnp.where(offsite[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
+        length, safe = edge_geometry(edge_vec, offsite)
         harmonics = component_harmonics(safe, lcol)
         centres = jnp.asarray(self.centres)[species_i, species_j]
         widths = jnp.asarray(self.widths)[species_i, species_j]

@@ -41,6 +41,7 @@ from hamflow.train.baseline import (
     _components,
     component_harmonics,
     components_to_blocks,
+    edge_geometry,
     gaussians,
     shell_starts,
     standard_harmonics,
@@ -95,9 +96,7 @@ class EnvironmentBaseline:
         shell_ls = tuple(int(l) for l in shell_ls)
         n_species = int(self.weights.shape[0])
         lmax = _lmax_density(shell_ls)
-        vec = jnp.asarray(edge_vec, dtype=jnp.float32)
-        length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
-        safe = jnp.where(offsite[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
+        length, safe = edge_geometry(edge_vec, offsite)
         sh = standard_harmonics(safe, lmax)  # (E, LM)
         radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
         onehot = jnp.logical_and(species_j[:, None] == jnp.arange(n_species)[None, :], offsite[:, None])

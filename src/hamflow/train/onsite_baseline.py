@@ -37,6 +37,7 @@ from hamflow.train.baseline import (
     _scatter_plan,
     component_harmonics,
     components_to_blocks,
+    edge_geometry,
     gaussians,
     shell_starts,
     standard_harmonics,
@@ -75,9 +76,7 @@ class OnsiteBaseline:
         Angstrom; num_nodes: the number of atoms (static). JAX, jittable, float32."""
         shell_ls = tuple(int(l) for l in shell_ls)
         _, _, lcol = _scatter_plan(shell_ls)
-        vec = jnp.asarray(edge_vec, dtype=jnp.float32)
-        length = jnp.sqrt(jnp.maximum(jnp.sum(vec * vec, axis=-1), 1e-12))
-        safe = jnp.where(neighbour[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], jnp.float32))
+        length, safe = edge_geometry(edge_vec, neighbour)
         harmonics = component_harmonics(safe, lcol)  # (E, C, M)
         radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
         coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
