@@ -1,7 +1,7 @@
 """The learning rate as a runtime input of the compiled step, and the moving average of the weights.
 
-- Changing the learning rate, the schedule's warmup, ``max_epoch`` or the optimizer's betas, eps and
-  weight decay compiles no new XLA program
+- Changing the learning rate, the schedule's warmup, ``max_epoch`` or the optimizer's betas, eps,
+  weight decay and gradient clipping (switched on here) compiles no new XLA program
   (counted with JAX's compilation-cache events) and the run follows the new rate.
 - ``process.train.ema_decay``: the saved parameters are the moving average of the optimizer's
   weights (which travel in the optimizer state), validation uses the average, and a resumed run
@@ -65,6 +65,8 @@ def test_changed_rate_schedule_and_epochs_compile_nothing_new(
                 "process.train.optimizer.betas": [0.8, 0.99],
                 "process.train.optimizer.eps": 1e-7,
                 "process.train.optimizer.weight": 0.01,
+                # clipping switched on: its threshold is in the optimizer state too
+                "process.train.optimizer.clip_norm_factor": 0.5,
             },
         )
         train_run.train(changed, run_dir=tmp_path / "second")

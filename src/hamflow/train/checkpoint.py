@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,22 @@ def read_meta(folder: Path) -> dict | None:
     return meta
 
 
-def read_payload(folder: Path, template: Any) -> Any:
-    """Deserialise a verified checkpoint folder into the structure of ``template``."""
+def read_payload(folder: Path, template: Any, upgrade: Callable[[Any, Any], Any] | None = None) -> Any:
+    """Deserialise a verified checkpoint folder into the structure of ``template``.
+
+    upgrade(saved, fresh): maps the saved state dict (flax's nested dicts) onto the layout of
+    ``template``'s (``fresh``) before the restore, for payloads written by an earlier version.
+    """
     meta = read_meta(folder)
     if meta is None:
         raise DataError("checkpoint is incomplete or corrupt (hash mismatch)", file=folder)
     data = (folder / meta["payload"]).read_bytes()
     try:
-        return serialization.from_bytes(template, data)
+        if upgrade is None:
+            return serialization.from_bytes(template, data)
+        saved = serialization.msgpack_restore(data)
+        fresh = serialization.to_state_dict(template)
+        return serialization.from_state_dict(template, upgrade(saved, fresh))
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"checkpoint does not match this model/optimizer: {error}", file=folder) from None
 

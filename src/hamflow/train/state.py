@@ -41,7 +41,7 @@ from hamflow.train.saved_model import (
     model_spec,
     resolve_model_dir,
 )
-from hamflow.train.step import StepMetrics, TrainState, init_opt_state, make_optimizer
+from hamflow.train.step import StepMetrics, TrainState, init_opt_state, make_optimizer, upgrade_opt_state_dict
 
 LOG = logging.getLogger(__name__)
 
@@ -127,6 +127,11 @@ def from_state_tree(tree: dict, params: Any) -> tuple[TrainState, PlateauState, 
         entries=int(tree["partial_entries"]),
     )
     return state, plateau, float(tree["best_loss"]), partial
+
+
+def _upgrade_state(saved: dict, fresh: dict) -> dict:
+    """A saved :func:`state_tree` with its optimizer state in this version's layout (older runs)."""
+    return {**saved, "opt_state": upgrade_opt_state_dict(saved.get("opt_state"), fresh["opt_state"])}
 
 
 def save_latest(layout: ckpt.RunLayout, progress: TrainProgress, *, keep: int) -> None:
@@ -309,7 +314,7 @@ def restore_or_initialize(
     progress = TrainProgress(state=state)
     template = state_tree(state, progress.plateau, progress.best_loss, progress.partial)
     if resuming is not None:
-        restored = ckpt.read_payload(layout.states / f"epoch_{resuming.epoch}", template)
+        restored = ckpt.read_payload(layout.states / f"epoch_{resuming.epoch}", template, _upgrade_state)
         params = ckpt.read_payload(resuming.path, params)
         state, plateau, best_loss, partial = from_state_tree(restored, params)
         rows, offset = _restored_metrics(layout.metrics, resuming.epoch)
@@ -330,7 +335,7 @@ def _continued(
         raise DataError(
             "no optimizer state saved to continue from (set new_optimizer = true)", file=source.states
         )
-    restored = ckpt.read_payload(source.states / f"epoch_{src_info.epoch}", template)
+    restored = ckpt.read_payload(source.states / f"epoch_{src_info.epoch}", template, _upgrade_state)
     _, plateau, best_loss, partial = from_state_tree(restored, params)
     state = TrainState(
         params,

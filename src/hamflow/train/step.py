@@ -72,11 +72,19 @@ class StepMetrics(NamedTuple):
     learning_rate: jnp.ndarray
 
 
-def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
-    """optax optimizer of ``[process.train.optimizer]``, learning rate injectable per step.
+def clip_threshold(clip_norm_factor: float) -> float:
+    """The global-norm threshold of ``clip_norm_factor``: itself when > 0, +inf (no clipping) when < 0."""
+    return float(clip_norm_factor) if clip_norm_factor > 0 else float("inf")
 
-    sgd: momentum; adam: betas, eps; adamw: betas, eps, weight (decoupled weight decay);
-    clip_norm_factor > 0 clips the global gradient norm first (negative: off).
+
+def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
+    """optax optimizer of ``[process.train.optimizer]``: every hyper-parameter a runtime value.
+
+    sgd: momentum; adam: betas, eps; adamw: betas, eps, weight (decoupled weight decay). The chain
+    always starts with global-norm clipping at :func:`clip_threshold` (+inf when clip_norm_factor < 0,
+    which leaves the gradient unchanged), so switching clipping on or off, or changing any of these
+    values, keeps the optimizer state's structure and the compiled programs: ``optax.inject_hyperparams``
+    holds them in the state, not in the program.
     """
     kind = opt_cfg.type
     b1, b2 = (float(b) for b in opt_cfg.betas)
@@ -98,16 +106,38 @@ def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
         )
     else:  # the config schema admits only the three above
         raise ValueError(f"unknown optimizer type {kind!r}")
-    if opt_cfg.clip_norm_factor > 0:
-        return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm_factor), base)
-    return base
+    clip = optax.inject_hyperparams(optax.clip_by_global_norm)(
+        max_norm=clip_threshold(opt_cfg.clip_norm_factor)
+    )
+    return optax.chain(clip, base)
+
+
+def upgrade_opt_state_dict(saved: Any, fresh: Any) -> Any:
+    """A saved optimizer state (flax state dict) in the layout of ``fresh``, this version's state dict.
+
+    Checkpoints written before clipping became a runtime value hold either the bare optimizer state
+    (clipping off) or ``(EmptyState, optimizer state)`` (clipping on, its threshold in the program).
+    Both gain the fresh clipping state (the threshold of this run's TOML); the moments, counts and
+    rates are kept as saved. A state already in this layout is returned unchanged.
+    """
+    if not isinstance(saved, dict) or not isinstance(fresh, dict):
+        return saved
+    if set(fresh) == {"inner", "raw_params"} and "inner" in saved:  # AveragedState
+        return {**saved, "inner": upgrade_opt_state_dict(saved["inner"], fresh["inner"])}
+    if set(fresh) != {"0", "1"}:
+        return saved
+    if "hyperparams" in saved:  # the bare optimizer state
+        return {"0": fresh["0"], "1": saved}
+    if set(saved) == {"0", "1"} and saved["0"] == {} and fresh["0"] != {}:  # (EmptyState, state)
+        return {"0": fresh["0"], "1": saved["1"]}
+    return saved
 
 
 def _set_learning_rate(opt_state: Any, learning_rate: jnp.ndarray) -> Any:
-    """Return opt_state with the injected learning rate replaced (chain or bare inject state)."""
+    """Return opt_state with the injected learning rate replaced (in whichever part of the chain has one)."""
     if isinstance(opt_state, tuple) and not hasattr(opt_state, "hyperparams"):
         return tuple(_set_learning_rate(s, learning_rate) for s in opt_state)
-    if hasattr(opt_state, "hyperparams"):
+    if hasattr(opt_state, "hyperparams") and "learning_rate" in opt_state.hyperparams:
         hyper = dict(opt_state.hyperparams)
         hyper["learning_rate"] = jnp.asarray(learning_rate, dtype=jnp.asarray(hyper["learning_rate"]).dtype)
         return opt_state._replace(hyperparams=hyper)
