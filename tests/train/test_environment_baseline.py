@@ -1,6 +1,7 @@
-"""The off-site environment baseline: exactly E(3)-equivariant, the same in chunks, recovered by its
-least-squares fit, kept through the normaliser's file, and on real DFT water it takes out most of
-what the two-centre baseline leaves of the off-site blocks."""
+"""The off-site environment baseline: exactly E(3)-equivariant (its pseudotensor term for the
+parity-(-1)^(L+1) components included), the same in chunks, recovered by its least-squares fit, kept
+through the normaliser's file (files written before the pseudotensor term load without it), and on
+real DFT water it takes out most of what the two-centre baseline leaves of the off-site blocks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from scipy.spatial.transform import Rotation
 from hamflow.nn.wigner import basis_rotation
 from hamflow.train import environment_baseline as env_module
 from hamflow.train.baseline import NUM_RADIAL, Baseline, _components
-from hamflow.train.environment_baseline import EnvironmentBaseline, EnvironmentBaselineFit, num_features
+from hamflow.train.environment_baseline import (
+    EnvironmentBaseline,
+    EnvironmentBaselineFit,
+    num_features,
+    num_pseudo_features,
+)
 from hamflow.train.normaliser import Normaliser, fit_normaliser
 
 SHELLS = (0, 0, 1, 2)
@@ -23,11 +29,26 @@ CENTRES = np.broadcast_to(np.linspace(0.8, 3.2, NUM_RADIAL), (3, NUM_RADIAL)).as
 WIDTHS = np.full(3, 0.5, np.float32)
 
 
-def _random_environment(rng: np.random.Generator, species: int = 2) -> EnvironmentBaseline:
+def _random_environment(
+    rng: np.random.Generator, species: int = 2, pseudo: bool = True, polar: bool = True
+) -> EnvironmentBaseline:
+    """Random weights (the unseen-species row zero); ``pseudo`` / ``polar`` False: that term zero."""
     weights = rng.normal(size=(species + 1, species + 1, len(_components(SHELLS)), num_features(species)))
-    weights[species] = 0
-    weights[:, species] = 0
-    return EnvironmentBaseline(weights.astype(np.float32), CENTRES.copy(), WIDTHS.copy())
+    pseudo_weights = rng.normal(
+        size=(
+            species + 1,
+            species + 1,
+            len(_components(SHELLS, forbidden=True)),
+            num_pseudo_features(species),
+        )
+    )
+    for table, keep in ((weights, polar), (pseudo_weights, pseudo)):
+        table[species] = 0
+        table[:, species] = 0
+        table *= float(keep)
+    return EnvironmentBaseline(
+        weights.astype(np.float32), CENTRES.copy(), WIDTHS.copy(), pseudo_weights.astype(np.float32)
+    )
 
 
 def _cluster(rng: np.random.Generator, atoms: int = 5):
@@ -57,10 +78,11 @@ def _blocks(baseline: EnvironmentBaseline, positions, species, src, dst) -> np.n
     )
 
 
+@pytest.mark.parametrize("term", ["polar", "pseudo"])
 @pytest.mark.parametrize("improper", [False, True])
-def test_environment_baseline_blocks_rotate_with_wigner_d(improper: bool) -> None:
+def test_environment_baseline_blocks_rotate_with_wigner_d(improper: bool, term: str) -> None:
     rng = np.random.default_rng(3)
-    baseline = _random_environment(rng)
+    baseline = _random_environment(rng, pseudo=term == "pseudo", polar=term == "polar")
     positions, species, src, dst = _cluster(rng)
     rotation = Rotation.random(random_state=rng).as_matrix() * (-1.0 if improper else 1.0)
     d = basis_rotation(SHELLS, rotation)
@@ -111,10 +133,23 @@ def test_fit_recovers_an_environment_model_on_top_of_the_two_centre_one() -> Non
         )
     fitted, explained = fit.solve(2, two_centre, CENTRES, WIDTHS)
     positions, species, src, dst = _cluster(np.random.default_rng(99))
-    want = _blocks(truth, positions, species, src, dst)
-    got = _blocks(fitted, positions, species, src, dst)
-    assert np.abs(got - want).max() < 2e-2 * np.abs(want).max()
+    for term in ("polar", "pseudo"):  # each term recovered on its own components
+        only = {"pseudo": term == "pseudo", "polar": term == "polar"}
+        want = _blocks(_only(truth, **only), positions, species, src, dst)
+        got = _blocks(_only(fitted, **only), positions, species, src, dst)
+        assert np.abs(want).max() > 0
+        assert np.abs(got - want).max() < 2e-2 * np.abs(want).max(), term
     assert np.median(explained[:2, :2]) > 0.999
+
+
+def _only(baseline: EnvironmentBaseline, *, pseudo: bool, polar: bool) -> EnvironmentBaseline:
+    import dataclasses
+
+    return dataclasses.replace(
+        baseline,
+        weights=baseline.weights * float(polar),
+        pseudo_weights=baseline.pseudo_weights * float(pseudo),
+    )
 
 
 def test_normaliser_keeps_the_environment_baseline_through_save_and_load(tmp_path: Path) -> None:
@@ -130,8 +165,15 @@ def test_normaliser_keeps_the_environment_baseline_through_save_and_load(tmp_pat
     norm.save(tmp_path / "normaliser.npz")
     back = Normaliser.load(tmp_path / "normaliser.npz")
     assert back.shell_ls == SHELLS and back.baseline is None and back.onsite_baseline is None
-    for name in ("weights", "centres", "widths"):
+    for name in ("weights", "centres", "widths", "pseudo_weights"):
         np.testing.assert_array_equal(getattr(back.environment_baseline, name), getattr(environment, name))
+    # a file written before the pseudotensor term: it loads without it
+    with np.load(tmp_path / "normaliser.npz") as data:
+        tables = {name: data[name] for name in data.files if name != "environment_baseline_pseudo_weights"}
+    np.savez(tmp_path / "old.npz", **tables)
+    old = Normaliser.load(tmp_path / "old.npz")
+    assert old.environment_baseline is not None and old.environment_baseline.pseudo_weights is None
+    np.testing.assert_array_equal(old.environment_baseline.weights, environment.weights)
 
 
 def test_on_real_water_the_environment_baseline_takes_out_most_of_the_two_centre_remainder(

@@ -61,25 +61,29 @@ def gaussians(lengths: np.ndarray | jnp.ndarray, centres, widths, xp=jnp):
 
 
 @functools.cache
-def _components(shell_ls: tuple[int, ...]) -> tuple[tuple[int, int, int, int], ...]:
-    """(a, b, L, offset of L inside the pair's CG basis) of every fitted component."""
+def _components(shell_ls: tuple[int, ...], forbidden: bool = False) -> tuple[tuple[int, int, int, int], ...]:
+    """(a, b, L, offset of L inside the pair's CG basis) of every fitted component: the L a function of
+    the pair vector can carry (:func:`allowed_ls`), or with ``forbidden`` the others, parity (-1)^(L+1),
+    which only pseudotensors of the environment (hamflow.train.environment_baseline) reach."""
     out = []
     for a, la in enumerate(shell_ls):
         for b, lb in enumerate(shell_ls):
             offset = 0
             for L in range(abs(la - lb), la + lb + 1):
-                if L in allowed_ls(la, lb):
+                if (L in allowed_ls(la, lb)) != forbidden:
                     out.append((a, b, L, offset))
                 offset += 2 * L + 1
     return tuple(out)
 
 
 @functools.cache
-def _scatter_plan(shell_ls: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scatter_plan(
+    shell_ls: tuple[int, ...], forbidden: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(source, target, lcol): entry k of the flattened (C, M) harmonic coefficients goes to column
     target[k] of the block-head irreps vector (``output_irreps(shell_ls)``, B*B); M = 2 Lmax + 1;
-    lcol (C,) the L of each component."""
-    comps = _components(shell_ls)
+    lcol (C,) the L of each component (of ``_components(shell_ls, forbidden)``)."""
+    comps = _components(shell_ls, forbidden)
     lmax = max((L for _, _, L, _ in comps), default=0)
     width = 2 * lmax + 1
     pair_offsets = np.cumsum([0] + [(2 * la + 1) * (2 * lb + 1) for la in shell_ls for lb in shell_ls])
@@ -106,11 +110,14 @@ def component_harmonics(vectors: jnp.ndarray, lcol: np.ndarray) -> jnp.ndarray:
     return jnp.stack(per_l, axis=1)[:, lcol, :]
 
 
-def components_to_blocks(values: jnp.ndarray, shell_ls: tuple[int, ...]) -> jnp.ndarray:
-    """(E, B, B) blocks from (E, C, M) component irreps (``_components(shell_ls)`` order, zero-padded)."""
+def components_to_blocks(
+    values: jnp.ndarray, shell_ls: tuple[int, ...], forbidden: bool = False
+) -> jnp.ndarray:
+    """(E, B, B) blocks from (E, C, M) component irreps (``_components(shell_ls, forbidden)`` order,
+    zero-padded)."""
     from hamflow.nn.block_head import assemble_blocks, output_irreps
 
-    source, target, _ = _scatter_plan(shell_ls)
+    source, target, _ = _scatter_plan(shell_ls, forbidden)
     size = sum(2 * l + 1 for l in shell_ls)
     flat = values.reshape(values.shape[0], -1)[:, source]
     irreps = jnp.zeros((values.shape[0], size * size), jnp.float32).at[:, target].set(flat)

@@ -21,6 +21,15 @@ The weights w (per species pair, component, side, neighbour species, radial func
 ridge fit of the two-centre remainder on the training graphs. Far from the training distances the
 Gaussians vanish and the baseline falls back to the two-centre one.
 
+The components of parity (-1)^(L+1) (e.g. the antisymmetric, L = 1 part of a p-p block), which no
+function of the pair vector alone can carry, get the pseudotensor of each end's neighbour density
+
+    sum_{side c, s, q} w' [Y^1(u_c) (x) A^L_c(s, q)]_L        (Clebsch-Gordan coupling 1 x L -> L)
+
+(for L = 1 the cross product u_c x A^1_c: the normal of the plane of the pair and a neighbour), with
+parity (-1)^(L+1) as those components need. Its weights w' are fitted the same way, on the raw
+components (the two-centre baseline leaves them whole).
+
 Units: distances in Angstrom (the radial functions are the on-site baseline's: NUM_RADIAL Gaussians
 per centre species), the baseline in the target's units (eV for H).
 """
@@ -30,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +68,18 @@ def num_features(num_species: int) -> int:
     return 2 * (num_species + 1) * NUM_RADIAL * (1 + NUM_ANGULAR)
 
 
+def num_pseudo_features(num_species: int) -> int:
+    """F': features per parity-(-1)^(L+1) component, 2 sides x (S+1) neighbour species x NUM_RADIAL."""
+    return 2 * (num_species + 1) * NUM_RADIAL
+
+
+def _pseudo_features(density, sh_sides, L: int, xp=jnp):
+    """(E, 2, S+1, K, 2L+1) [Y^1(u_side) (x) A^L_side]_L of the densities (E, 2, S+1, K, LM) and the
+    side directions' harmonics (E, 2, LM): parity (-1)^(L+1) under inversion."""
+    cg = xp.asarray(np.asarray(e3nn.clebsch_gordan(1, L, L), np.float64), dtype=density.dtype)
+    return xp.einsum("eai,easkj,ijm->easkm", sh_sides[..., 1:4], density[..., L * L : L * L + 2 * L + 1], cg)
+
+
 def _lmax_density(shell_ls: tuple[int, ...]) -> int:
     comps = _components(shell_ls)
     return max(max((L for _, _, L, _ in comps), default=0), NUM_ANGULAR - 1)
@@ -71,12 +93,15 @@ def _parity_signs(lmax: int, xp=jnp):
 @dataclass(frozen=True)
 class EnvironmentBaseline:
     """The fitted tables. weights: (S+1, S+1, C, F) [species of i, species of j, component, feature]
-    with F = ``num_features(S)`` in (side, neighbour species, radial, term) order; centres: (S+1, K)
-    and widths: (S+1,) in Angstrom, per centre species (the on-site baseline's radial functions)."""
+    with F = ``num_features(S)`` in (side, neighbour species, radial, term) order; pseudo_weights:
+    (S+1, S+1, C', F') for the C' components of ``_components(shell_ls, forbidden=True)``, F' =
+    ``num_pseudo_features(S)`` in (side, neighbour species, radial) order; centres: (S+1, K) and
+    widths: (S+1,) in Angstrom, per centre species (the on-site baseline's radial functions)."""
 
     weights: np.ndarray
     centres: np.ndarray
     widths: np.ndarray
+    pseudo_weights: np.ndarray | None = None  # (S+1, S+1, C', F'): None in files written before it
 
     def blocks(
         self,
@@ -112,16 +137,34 @@ class EnvironmentBaseline:
             safe,
             sh,
         )
-        return components_to_blocks(jnp.where(offsite[:, None, None], values, 0.0), shell_ls)
+        blocks = components_to_blocks(jnp.where(offsite[:, None, None], values, 0.0), shell_ls)
+        if self.pseudo_weights is None or not _components(shell_ls, forbidden=True):
+            return blocks
+        pseudo = _edge_values(
+            jnp.asarray(self.pseudo_weights),
+            shell_ls,
+            species_i,
+            species_j,
+            density[edge_src],
+            density[edge_dst],
+            safe,
+            sh,
+            pseudo=True,
+        )
+        return blocks + components_to_blocks(jnp.where(offsite[:, None, None], pseudo, 0.0), shell_ls, True)
 
 
-def _edge_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, sh) -> jnp.ndarray:
-    """(E, C, M) component values of every edge, in chunks of CHUNK_EDGES edges."""
+def _edge_values(
+    weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, sh, pseudo: bool = False
+) -> jnp.ndarray:
+    """(E, C, M) component values of every edge, in chunks of CHUNK_EDGES edges (``pseudo``: the
+    parity-(-1)^(L+1) components and their pseudotensor term)."""
     n_edges = int(vec.shape[0])
-    comps = _components(shell_ls)
+    comps = _components(shell_ls, pseudo)
     width = 2 * max((L for _, _, L, _ in comps), default=0) + 1
+    chunk_values = _chunk_pseudo_values if pseudo else _chunk_values
     if n_edges <= CHUNK_EDGES:
-        return _chunk_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, sh)
+        return chunk_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, sh)
     n_chunks = -(-n_edges // CHUNK_EDGES)
     pad = n_chunks * CHUNK_EDGES - n_edges
 
@@ -130,7 +173,7 @@ def _edge_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, s
         return x.reshape(n_chunks, CHUNK_EDGES, *x.shape[1:])
 
     def one(args):
-        return _chunk_values(weights, shell_ls, *args)
+        return chunk_values(weights, shell_ls, *args)
 
     parts = (species_i, species_j, dens_i, dens_j, vec, sh)
     out = jax.lax.map(one, tuple(chunked(p) for p in parts))
@@ -170,6 +213,23 @@ def _chunk_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, 
     return values.reshape(n_edges, len(comps), width)
 
 
+def _chunk_pseudo_values(weights, shell_ls, species_i, species_j, dens_i, dens_j, vec, sh) -> jnp.ndarray:
+    del vec  # the pair direction enters through sh
+    comps = _components(shell_ls, forbidden=True)
+    lcol = np.asarray([L for _, _, L, _ in comps], dtype=np.int32)
+    width = 2 * int(lcol.max(initial=0)) + 1
+    n_edges, n_species, n_radial, _ = dens_i.shape
+    density = jnp.stack([dens_i, dens_j], axis=1)  # (E, 2, S+1, K, LM)
+    sh_sides = jnp.stack([sh, sh * _parity_signs(int(np.sqrt(sh.shape[1])) - 1)], axis=1)  # (E, 2, LM)
+    w = weights[species_i, species_j].reshape(n_edges, len(comps), 2, n_species, n_radial)
+    values = jnp.zeros((n_edges, len(comps), width), jnp.float32)
+    for L in sorted(set(lcol.tolist())):
+        cols = np.nonzero(lcol == L)[0]
+        part = jnp.einsum("ecask,easkm->ecm", w[:, cols], _pseudo_features(density, sh_sides, L))
+        values = values.at[:, cols, : 2 * L + 1].add(part)
+    return values
+
+
 class EnvironmentBaselineFit:
     """Least squares for the environment baseline: add the training graphs, then solve on the
     two-centre remainder (needs the solved two-centre and on-site baselines)."""
@@ -177,13 +237,15 @@ class EnvironmentBaselineFit:
     def __init__(self, shell_ls: Sequence[int]) -> None:
         self.shell_ls = tuple(int(l) for l in shell_ls)
         self.components = _components(self.shell_ls)
+        self.pseudo_components = _components(self.shell_ls, forbidden=True)
         self.starts = shell_starts(self.shell_ls)
         self.lmax = _lmax_density(self.shell_ls)
         self.counts: dict[tuple[int, int], int] = {}
         # per graph: (node species (N,), src (e,), dst (e,), lengths (e,), harmonics (e, LM)) of its
-        # off-site edges; per species pair: list of (graph, edge index, x (n, C, M), full (n, C))
+        # off-site edges; per species pair: list of (graph, edge index, x (n, C, M), full (n, C),
+        # x' (n, C', M'), full' (n, C')) with ' the parity-(-1)^(L+1) components
         self.graphs: list[tuple[np.ndarray, ...]] = []
-        self.edges: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.edges: dict[tuple[int, int], list[tuple[np.ndarray | int, ...]]] = {}
 
     def add(
         self,
@@ -214,17 +276,26 @@ class EnvironmentBaselineFit:
         self.graphs.append(
             (node_species, np.asarray(edge_src), np.asarray(edge_dst), np.linalg.norm(edge_vec, axis=1), sh)
         )
-        width = 2 * max((L for _, _, L, _ in self.components), default=0) + 1
-        s = self.starts
         for pair, sel in wanted:
-            x = np.zeros((len(sel), len(self.components), width))
-            full = np.zeros((len(sel), len(self.components)), dtype=bool)
-            for c, (a, b, L, offset) in enumerate(self.components):
-                rows, cols = slice(s[a], s[a + 1]), slice(s[b], s[b + 1])
-                cg = _cg_basis(self.shell_ls[a], self.shell_ls[b])[offset : offset + 2 * L + 1]
-                x[:, c, : 2 * L + 1] = np.einsum("eij,kij->ek", blocks[sel][:, rows, cols], cg)
-                full[:, c] = masks[sel][:, rows, cols].all(axis=(1, 2))
-            self.edges.setdefault(pair, []).append((graph, sel, x, full))
+            x, full = self._project(blocks[sel], masks[sel], self.components)
+            x_pseudo, full_pseudo = self._project(blocks[sel], masks[sel], self.pseudo_components)
+            self.edges.setdefault(pair, []).append((graph, sel, x, full, x_pseudo, full_pseudo))
+
+    def _project(
+        self, blocks: np.ndarray, masks: np.ndarray, components: Sequence[tuple[int, int, int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(x (n, C, M), full (n, C)): the (n, B, B) blocks' irreps components, zero-padded to M =
+        2 Lmax + 1, and whether each component's shell-pair block is fully labelled."""
+        width = 2 * max((L for _, _, L, _ in components), default=0) + 1
+        s = self.starts
+        x = np.zeros((len(blocks), len(components), width))
+        full = np.zeros((len(blocks), len(components)), dtype=bool)
+        for c, (a, b, L, offset) in enumerate(components):
+            rows, cols = slice(s[a], s[a + 1]), slice(s[b], s[b + 1])
+            cg = _cg_basis(self.shell_ls[a], self.shell_ls[b])[offset : offset + 2 * L + 1]
+            x[:, c, : 2 * L + 1] = np.einsum("eij,kij->ek", blocks[:, rows, cols], cg)
+            full[:, c] = masks[:, rows, cols].all(axis=(1, 2))
+        return x, full
 
     def _features(
         self, centres: np.ndarray, widths: np.ndarray, num_species: int
@@ -251,6 +322,8 @@ class EnvironmentBaselineFit:
         n_comp = len(self.components)
         n_feat = num_features(num_species)
         weights = np.zeros((num_species + 1, num_species + 1, n_comp, n_feat))
+        n_pseudo = num_pseudo_features(num_species)
+        pseudo_weights = np.zeros((num_species + 1, num_species + 1, len(self.pseudo_components), n_pseudo))
         explained = np.zeros((num_species + 1, num_species + 1, nshell, nshell))
         per_graph = self._features(centres, widths, num_species)
         signs = _parity_signs(self.lmax, np)
@@ -258,7 +331,7 @@ class EnvironmentBaselineFit:
             x = np.concatenate([c[2] for c in chunks])
             full = np.concatenate([c[3] for c in chunks])
             dens_i, dens_j, sh = [], [], []
-            for graph, sel, _, _ in chunks:
+            for graph, sel, *_ in chunks:
                 density, edge_sh = per_graph[graph]
                 src, dst = self.graphs[graph][1][sel], self.graphs[graph][2][sel]
                 dens_i.append(density[src])
@@ -280,7 +353,7 @@ class EnvironmentBaselineFit:
                 axis=-1,
             )  # (n, 2, S+1, K, P)
             # the two-centre remainder, in component space
-            r = np.concatenate([self.graphs[graph][3][sel] for graph, sel, _, _ in chunks])  # (n,) Angstrom
+            r = np.concatenate([self.graphs[graph][3][sel] for graph, sel, *_ in chunks])  # (n,) Angstrom
             mu = np.broadcast_to(np.asarray(two_centre.centres[si, sj], np.float64), (len(r), NUM_RADIAL))
             phi2 = gaussians(r, mu, np.full(len(r), float(two_centre.widths[si, sj])), np)
             coefficient = phi2 @ np.asarray(two_centre.weights[si, sj], dtype=np.float64).T  # (n, C)
@@ -299,15 +372,36 @@ class EnvironmentBaselineFit:
                     * angular[keep][:, None]
                 )  # (n, M, 2, S+1, K, P)
                 feats = np.concatenate([dens_part[..., None], ang_part], axis=-1).reshape(-1, n_feat)
-                y = rem.reshape(-1)
-                gram = feats.T @ feats
-                ridge = RIDGE_ENVIRONMENT * max(float(np.trace(gram)) / n_feat, 1e-30)
-                w = np.linalg.solve(gram + ridge * np.eye(n_feat), feats.T @ y)
-                fitted = feats @ w
+                y, w, fitted = _ridge(feats, rem.reshape(-1))
                 weights[si, sj, c] = w
+                removed[a, b] += float(np.sum(y * y) - np.sum((y - fitted) ** 2))
+                left_energy[a, b] += float(np.sum(y * y))
+            # the parity-(-1)^(L+1) components: the two-centre baseline leaves them whole
+            x_pseudo = np.concatenate([c[4] for c in chunks])
+            full_pseudo = np.concatenate([c[5] for c in chunks])
+            for c, (a, b, L, _) in enumerate(self.pseudo_components):
+                keep = full_pseudo[:, c]
+                if keep.sum() < 2:
+                    continue
+                m = 2 * L + 1
+                feats = np.moveaxis(_pseudo_features(density[keep], sh_sides[keep], L, np), -1, 1)
+                y, w, fitted = _ridge(feats.reshape(-1, n_pseudo), x_pseudo[keep, c, :m].reshape(-1))
+                pseudo_weights[si, sj, c] = w
                 removed[a, b] += float(np.sum(y * y) - np.sum((y - fitted) ** 2))
                 left_energy[a, b] += float(np.sum(y * y))
             explained[si, sj] = np.clip(removed / np.maximum(left_energy, 1e-300), 0.0, 1.0)
         return EnvironmentBaseline(
-            weights.astype(np.float32), np.asarray(centres, np.float32), np.asarray(widths, np.float32)
+            weights.astype(np.float32),
+            np.asarray(centres, np.float32),
+            np.asarray(widths, np.float32),
+            pseudo_weights.astype(np.float32),
         ), explained
+
+
+def _ridge(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, w, feats @ w): the ridge solution of feats (n, F) w = y (n,), the ridge RIDGE_ENVIRONMENT
+    times the mean diagonal of the normal equations."""
+    gram = feats.T @ feats
+    ridge = RIDGE_ENVIRONMENT * max(float(np.trace(gram)) / feats.shape[1], 1e-30)
+    w = np.linalg.solve(gram + ridge * np.eye(feats.shape[1]), feats.T @ y)
+    return y, w, feats @ w

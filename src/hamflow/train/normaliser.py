@@ -90,6 +90,8 @@ class Normaliser:
                     environment_baseline_centres=self.environment_baseline.centres,
                     environment_baseline_widths=self.environment_baseline.widths,
                 )
+                if self.environment_baseline.pseudo_weights is not None:
+                    extra["environment_baseline_pseudo_weights"] = self.environment_baseline.pseudo_weights
             np.savez(
                 handle,
                 species_of_z=self.species_of_z,
@@ -122,6 +124,7 @@ class Normaliser:
                 tables.pop("environment_baseline_weights"),
                 tables.pop("environment_baseline_centres"),
                 tables.pop("environment_baseline_widths"),
+                tables.pop("environment_baseline_pseudo_weights", None),
             )
         return cls(
             **tables,
