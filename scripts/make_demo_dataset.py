@@ -92,6 +92,21 @@ EQUILIBRIUM_MOLECULES: dict[str, list[tuple[str, tuple[float, float, float]]]] =
         ("H", (1.1431, -1.0259, -0.8784)),
         ("H", (2.1181, 0.1899, 0.0)),
     ],
+    # Two more kinds for the mixed benchmark (benchmarks/make_mixed_molecules.py), not in the demo data.
+    "h2co": [
+        ("C", (0.0, 0.0, -0.5287)),
+        ("O", (0.0, 0.0, 0.6763)),
+        ("H", (0.0, 0.9429, -1.1167)),
+        ("H", (0.0, -0.9429, -1.1167)),
+    ],
+    "ch3oh": [
+        ("C", (-0.0465, 0.6630, 0.0)),
+        ("O", (-0.0465, -0.7572, 0.0)),
+        ("H", (-1.0863, 0.9763, 0.0)),
+        ("H", (0.4377, 1.0700, 0.8882)),
+        ("H", (0.4377, 1.0700, -0.8882)),
+        ("H", (0.8619, -1.0551, 0.0)),
+    ],
 }
 
 SILICON_LATTICE_CONSTANT = 5.431  # Angstrom, conventional cubic cell
