@@ -198,10 +198,17 @@ class DataConfig:
 class AdvancedConfig:
     """[model.advanced]: network size and symmetry."""
 
+    # The one place that handles this key: the other modules receive the lengths resolved by
+    # radial_cutoff() / neighbour_cutoff() below (inference through the saved ModelSpec, whose field
+    # keeps the key's name so that every model.json written so far still loads).
     gaussian_basis_rmax: float = option(
         7.5,
         check=above(0.0),
         allowed="a number > 0 (Angstrom)",
+        doc="cutoff radius of the Gaussian radial basis and of the smooth envelope that weights the "
+        "messages; also the pair cutoff of the neighbour search for structures without overlap.h5 "
+        "(Sap graphs, inference on new structures). DeepH-pack advises about twice the largest "
+        "orbital cutoff radius",
         store="neighbour_cutoff",
         store_graph_types=("Sap",),
     )
@@ -549,6 +556,27 @@ def compilation_cache_path(cfg: TrainConfig) -> Path | None:
     return Path(text)
 
 
+def radial_cutoff(gaussian_basis_rmax: float) -> float:
+    """The networks' radial cutoff (Angstrom) for a ``model.advanced.gaussian_basis_rmax``: the key itself.
+
+    The Gaussian radial basis spans [0, cutoff] and the message envelope falls to 0 there
+    (:mod:`hamflow.nn.radial`); the network builders receive this length as ``rmax``.
+    """
+    return float(gaussian_basis_rmax)
+
+
+def neighbour_cutoff(gaussian_basis_rmax: float) -> float:
+    """The pair cutoff (Angstrom) of the neighbour search for a ``gaussian_basis_rmax``: the same length.
+
+    Used where a structure has no overlap.h5 to list its atom pairs (Sap graphs, inference on new
+    structures; :func:`hamflow.graph.neighbours.neighbour_edges`): with the key at about twice the
+    largest orbital radius, every pair whose orbitals overlap (distance < r_i + r_j) lies inside it,
+    and no pair the network could see is left out. A training Sap store records it as its
+    ``neighbour_cutoff`` setting (the key's ``store=`` declaration); inference takes it from the model.
+    """
+    return radial_cutoff(gaussian_basis_rmax)
+
+
 def latest_save_interval(cfg: TrainConfig) -> int:
     """Epoch interval of ``latest`` checkpoints: ``latest_interval``, or ``max_epoch`` when it is <= 0
     or larger than ``max_epoch`` (then only the last epoch is saved)."""
@@ -608,11 +636,15 @@ def graph_store_settings(cfg: TrainConfig) -> dict[str, Any]:
     """{store name: value} of the keys declared with ``store`` that apply to ``cfg``'s graph type.
 
     E.g. ``{"graph_type": "H", "storage_type": "memory", "common_orbital_types": "", "dtype": "fp32",
-    "on_bad_structure": "fail", "data_dir_depth": 0}``, plus ``"neighbour_cutoff"`` for Sap graphs.
-    Values are as in the TOML; the graph stage encodes them (e.g. ``dtype``) for its fingerprint.
+    "on_bad_structure": "fail", "data_dir_depth": 0}``, plus ``"neighbour_cutoff"`` for Sap graphs
+    (:func:`neighbour_cutoff` of ``gaussian_basis_rmax``). Other values are as in the TOML; the graph
+    stage encodes them (e.g. ``dtype``) for its fingerprint.
     """
     graph_type = cfg.data.graph.graph_type
     values = resolved_keys(cfg)
-    return {
+    settings = {
         spec.store: values[key] for key, spec in train_key_roles().items() if spec.enters_store(graph_type)
     }
+    if "neighbour_cutoff" in settings:
+        settings["neighbour_cutoff"] = neighbour_cutoff(settings["neighbour_cutoff"])
+    return settings
