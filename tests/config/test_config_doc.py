@@ -13,7 +13,7 @@ from hamflow.config.infer_config import InferConfig
 from hamflow.config.key_tables import REGENERATE, infer_rows, pages, render_document
 from hamflow.config.key_tables import key_tables as all_tables
 from hamflow.config.scheduler_config import ALL_KEYS as SCHEDULER_KEYS
-from hamflow.config.schema import KeySpec, key_roles, option, section
+from hamflow.config.schema import REQUIRED, KeySpec, key_roles, option, section, toml_repr
 from hamflow.config.train_config import AdvancedConfig, ModelConfig, TrainConfig, train_key_roles
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
@@ -98,3 +98,22 @@ def test_rendered_cells():
     row = table.splitlines()[2]
     assert row == "| `betas` | list of 2 floats | `[0.9, 0.999]` | each in (0, 1) | train | no | A \\| b. |"
     assert set(all_tables()) >= {"train.system", "train.process.train.scheduler", "infer"}
+
+
+def test_the_hand_written_defaults_table_agrees_with_the_schema():
+    """'Defaults: per-key values win over DeepH-pack's example' states defaults outside the generated
+    blocks; each one it names must be the schema's."""
+    text = DOC.read_text()
+    table = text[text.index("### Defaults: per-key values win") : text.index("## Training TOML")]
+    defaults = {key: spec.default for key, spec in train_key_roles().items()}
+    defaults |= {
+        f"process.train.scheduler.{row.key}": row.specs[0][1].default for row in key_tables.scheduler_rows()
+    }
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 5
+    for row in rows:
+        key, used = row[1].strip().strip("`"), row[3].strip()
+        if used.startswith("none"):
+            assert defaults[key] is REQUIRED, key
+        else:
+            assert used.split("`")[1] == toml_repr(defaults[key]), key
