@@ -107,7 +107,7 @@ def main() -> None:
             shells,
             net_irreps=irreps,
             num_blocks=args.blocks,
-            gaussian_basis_rmax=7.5,
+            rmax=7.5,
             consider_parity=parity,
             dtype=dtype,
         )

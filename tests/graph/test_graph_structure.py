@@ -182,7 +182,8 @@ def test_graphs_of_the_demo_set(demo_dir):
 @pytest.mark.parametrize("folder", ["periodic/dft/MoTe2", "molecules/dft/1000", "h2o/dft/138"])
 def test_neighbour_search_finds_every_pair_of_the_matrix_files(deeph_dock, folder):
     structure = load_structure(deeph_dock / folder, quantities=("S",))
-    src, dst, shift = neighbour_edges(structure.poscar, 7.5)  # gaussian_basis_rmax default
+    # 7.5 Angstrom: the neighbour cutoff of the default gaussian_basis_rmax
+    src, dst, shift = neighbour_edges(structure.poscar, 7.5)
     found = {(int(i), int(j), *map(int, r)) for i, j, r in zip(src, dst, shift, strict=True)}
     stored = {
         (int(i), int(j), r1, r2, r3) for r1, r2, r3, i, j in structure.matrices["S"].atom_pairs.tolist()

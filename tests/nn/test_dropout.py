@@ -23,7 +23,7 @@ BASIS_SIZE = 10
 SETTINGS = {
     "net_irreps": "8x0e+4x1o+2x1e+4x2e+2x2o+2x3o+2x4e",
     "num_blocks": 1,
-    "gaussian_basis_rmax": 4.0,
+    "rmax": 4.0,
     "consider_parity": True,
 }
 RATE = 0.3

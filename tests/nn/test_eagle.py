@@ -18,7 +18,7 @@ BASIS_SIZE = 10
 SETTINGS = {
     "net_irreps": "8x0e+4x1e+4x2e+2x3e+2x4e",
     "num_blocks": 1,
-    "gaussian_basis_rmax": 4.0,
+    "rmax": 4.0,
     "consider_parity": False,
 }
 

@@ -22,7 +22,7 @@ def parameter_count(net_type: str, shells: tuple[int, ...], *, consider_parity: 
         shells,
         net_irreps=irreps,
         num_blocks=3,
-        gaussian_basis_rmax=7.5,
+        rmax=7.5,
         consider_parity=consider_parity,
     )
     batch = molecule_batch(CLUSTER_POSITIONS[:3], CLUSTER_NUMBERS[:3], sum(2 * l + 1 for l in shells))
@@ -46,7 +46,7 @@ def test_init_params_matches_flax_init_structure():
         (0, 1),
         net_irreps="4x0e+2x1o+2x2e",
         num_blocks=1,
-        gaussian_basis_rmax=3.0,
+        rmax=3.0,
         consider_parity=True,
     )
     batch = molecule_batch(CLUSTER_POSITIONS[:3], CLUSTER_NUMBERS[:3], 4)
@@ -73,7 +73,6 @@ def test_init_params_matches_flax_init_structure():
         ({"net_irreps": "8xx0e"}, "model.advanced.net_irreps", "8xx0e"),
         ({"net_irreps": "4x1o+4x2e"}, "model.advanced.net_irreps", "0e"),
         ({"num_blocks": 0}, "model.advanced.num_blocks", ">= 1"),
-        ({"gaussian_basis_rmax": -1.0}, "model.advanced.gaussian_basis_rmax", "> 0"),
     ],
 )
 def test_config_errors_name_the_key(arguments, key, text):
@@ -81,7 +80,7 @@ def test_config_errors_name_the_key(arguments, key, text):
         "net_type": "sparrow",
         "net_irreps": "8x0e+4x1o+4x2e",
         "num_blocks": 2,
-        "gaussian_basis_rmax": 5.0,
+        "rmax": 5.0,
         "consider_parity": True,
     } | arguments
     net_type = settings.pop("net_type")
@@ -90,11 +89,16 @@ def test_config_errors_name_the_key(arguments, key, text):
     assert f"[{key}]" in str(error.value) and text in str(error.value)
 
 
+def test_a_non_positive_radial_cutoff_is_refused():
+    # the key's range is checked once, by the schema (tests/config); build_model receives the resolved
+    # length and refuses a non-positive one without naming a TOML key
+    with pytest.raises(ValueError, match="rmax must be > 0"):
+        build_model(
+            "sparrow", (0, 1), net_irreps="8x0e+4x1o+4x2e", num_blocks=2, rmax=-1.0, consider_parity=True
+        )
+
+
 def test_aliases_build_the_same_networks():
-    normal = build_model(
-        "normal", (0,), net_irreps="4x0e", num_blocks=1, gaussian_basis_rmax=3.0, consider_parity=True
-    )
-    accurate = build_model(
-        "accurate", (0,), net_irreps="4x0e", num_blocks=1, gaussian_basis_rmax=3.0, consider_parity=False
-    )
+    normal = build_model("normal", (0,), net_irreps="4x0e", num_blocks=1, rmax=3.0, consider_parity=True)
+    accurate = build_model("accurate", (0,), net_irreps="4x0e", num_blocks=1, rmax=3.0, consider_parity=False)
     assert type(normal.backbone).__name__ == "Sparrow" and type(accurate.backbone).__name__ == "Eagle"

@@ -34,7 +34,7 @@ def shapes_count(shells: tuple[int, ...], irreps: str, num_blocks: int) -> int:
         shells,
         net_irreps=irreps,
         num_blocks=num_blocks,
-        gaussian_basis_rmax=7.5,
+        rmax=7.5,
         consider_parity=True,
     )
     positions = np.array([[0.0, 0.0, 0.0], [0.96, 0.1, 0.0], [-0.3, 0.9, 0.1]])
@@ -74,7 +74,7 @@ def check_molecule(shells, positions, numbers, label: str) -> None:
         shells,
         net_irreps=SMALL_NATURAL,
         num_blocks=2,
-        gaussian_basis_rmax=5.0,
+        rmax=5.0,
         consider_parity=True,
     )
     batch = molecule_batch(positions, numbers, size)
@@ -128,7 +128,7 @@ def test_equivariant_on_the_deeph_dock_crystal(deeph_dock):
         basis.shell_ls,
         net_irreps=SMALL_NATURAL,
         num_blocks=1,
-        gaussian_basis_rmax=7.5,
+        rmax=7.5,
         consider_parity=True,
     )
     params = init_params(model, batch, seed=2)

@@ -58,7 +58,7 @@ def compiled_networks():
             COMMON_SHELLS,
             net_irreps=irreps,
             num_blocks=1,
-            gaussian_basis_rmax=5.0,
+            rmax=5.0,
             consider_parity=parity,
         )
         networks[net_type] = (model, jax.jit(model.apply))

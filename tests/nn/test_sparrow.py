@@ -16,7 +16,7 @@ BASIS_SIZE = 10
 SETTINGS = {
     "net_irreps": "8x0e+4x1o+2x1e+4x2e+2x2o+2x3o+2x4e",  # natural and unnatural parities
     "num_blocks": 2,
-    "gaussian_basis_rmax": 4.0,
+    "rmax": 4.0,
     "consider_parity": True,
 }
 

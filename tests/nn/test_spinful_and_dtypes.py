@@ -16,7 +16,7 @@ BASIS_SIZE = 4
 SETTINGS = {
     "net_irreps": "8x0e+4x1o+2x2e",
     "num_blocks": 1,
-    "gaussian_basis_rmax": 4.0,
+    "rmax": 4.0,
     "consider_parity": True,
 }
 POSITIONS, NUMBERS = CLUSTER_POSITIONS[:4], CLUSTER_NUMBERS[:4]

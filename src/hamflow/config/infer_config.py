@@ -38,20 +38,44 @@ class InferGraphConfig:
     """[data.graph] of inference: graphs from the overlap (S) or its shape only (Sap)."""
 
     dataset_name: str = option(
-        "INFER-DEMO", check=file_name_ok, allowed="a non-empty name without '/' (used in file names)"
+        "INFER-DEMO",
+        check=file_name_ok,
+        allowed="a non-empty name without '/' (used in file names)",
+        doc="as in training",
     )
-    graph_type: str = option("S", choices=INFER_GRAPH_TYPES)
-    storage_type: str = option("memory", choices=("memory", "disk"))
-    parallel_num: int = option(-1, allowed="an integer (<= 0: as many as the machine has)")
-    only_save_graph: bool = option(False)
+    graph_type: str = option(
+        "S",
+        choices=INFER_GRAPH_TYPES,
+        doc=(
+            '"S": edges and masks from the overlap values; "Sap": from the overlap\'s shape only '
+            "(structures without overlap.h5 take their edges from the neighbour search)"
+        ),
+    )
+    storage_type: str = option("memory", choices=("memory", "disk"), doc="as in training")
+    parallel_num: int = option(
+        -1, allowed="an integer (<= 0: as many as the machine has)", doc="as in training"
+    )
+    only_save_graph: bool = option(False, doc="as in training")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InferDataConfig:
     """[data]: the structures to predict (``inputs_dir/dft``) and where run folders are written."""
 
-    inputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
-    outputs_dir: str = option(REQUIRED, kind="string", check=non_empty, allowed="a non-empty path")
+    inputs_dir: str = option(
+        REQUIRED,
+        kind="string",
+        check=non_empty,
+        allowed="a non-empty path",
+        doc="structures under inputs_dir/dft/ (POSCAR, info.json, overlap.h5)",
+    )
+    outputs_dir: str = option(
+        REQUIRED,
+        kind="string",
+        check=non_empty,
+        allowed="a non-empty path",
+        doc="a timestamped run folder is made inside",
+    )
     dft: DftConfig = section(DftConfig)
     graph: InferGraphConfig = section(InferGraphConfig)
 
@@ -61,14 +85,21 @@ class InferModelConfig:
     """[model]: the trained model to load (a run's ``model`` folder)."""
 
     model_dir: str = option(
-        REQUIRED, kind="string", check=non_empty, allowed="the trained run's model folder (<run>/model)"
+        REQUIRED,
+        kind="string",
+        check=non_empty,
+        allowed="the trained run's model folder (<run>/model)",
+        doc="the trained run's model folder, usually <run>/model",
     )
-    load_model_type: str = option("best", choices=("best", "latest"))
+    load_model_type: str = option(
+        "best", choices=("best", "latest"), doc="which saved parameters to predict with"
+    )
     load_model_epoch: int = option(
         -1,
         accept_int_string=True,
         check=lambda v: v >= -1,
         allowed="an integer: -1 (the newest saved epoch) or a saved epoch >= 0",
+        doc='for "latest": the saved epoch, -1 the newest',
     )
 
 
@@ -76,17 +107,25 @@ class InferModelConfig:
 class InferDataloaderConfig:
     """[process.infer.dataloader]."""
 
-    batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1")
+    batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1", doc="structures per batch")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InferProcessConfig:
     """[process.infer]: output format and placement, symmetrisation, compilation buckets."""
 
-    output_type: str = option("h5", choices=OUTPUT_TYPES)
-    output_into: str = option("to_output", choices=("to_output", "to_input"))
-    target_symmetrize: bool = option(True)
-    multi_way_jit_num: int = option(1, check=at_least(1), allowed="an integer >= 1")
+    output_type: str = option(
+        "h5", choices=OUTPUT_TYPES, doc='format of the predictions ("petsc" is not available yet)'
+    )
+    output_into: str = option(
+        "to_output",
+        choices=("to_output", "to_input"),
+        doc='"to_output": <outputs_dir>/<timestamp>/dft/<sid>/; "to_input": <inputs_dir>/dft/<sid>/',
+    )
+    target_symmetrize: bool = option(True, doc="make the prediction Hermitian, H(R)ij = H(-R)ji^T")
+    multi_way_jit_num: int = option(
+        1, check=at_least(1), allowed="an integer >= 1", doc="padded shape buckets (one compilation each)"
+    )
     dataloader: InferDataloaderConfig = section(InferDataloaderConfig)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "WARMUP_EXPONENTIAL_DECAY_RATE",
     "WSD_DECAY_TYPES",
     "SchedulerConfig",
+    "scheduler_key_docs",
     "effective_warmup_steps",
     "scheduler_config_from_section",
     "scheduler_config_to_section",
@@ -94,62 +95,171 @@ class SchedulerConfig:
 # --------------------------------------------------------------------------------------------------
 
 _TYPE_SPEC = KeySpec(
-    kind="string", default="reduce_on_plateau", choices=SCHEDULER_TYPES, aliases=tuple(_TYPE_ALIASES.items())
+    kind="string",
+    default="reduce_on_plateau",
+    choices=SCHEDULER_TYPES,
+    aliases=tuple(_TYPE_ALIASES.items()),
+    doc="the schedule: DeepH-pack's three (the learning rate is init_learning_rate x a scale the "
+    "schedule moves) or DeePMD-kit's exp, cosine and wsd (hamflow addition, from start_lr); "
+    "formulas in docs/schedules.md",
 )
 
 # Keys whose checks do not depend on the type. Defaults here are DeepH-pack's.
 _COMMON_SPECS: dict[str, KeySpec] = {
     "min_learning_rate_scale": KeySpec(
-        kind="float", default=1e-4, check=lambda x: 0.0 <= x < 1.0, allowed="a number in [0, 1)"
+        kind="float",
+        default=1e-4,
+        check=lambda x: 0.0 <= x < 1.0,
+        allowed="a number in [0, 1)",
+        doc="training stops once the learning-rate scale is at or below this value",
     ),
-    "factor": KeySpec(kind="float", default=0.5, check=lambda x: 0.0 < x < 1.0, allowed="a number in (0, 1)"),
-    "patience": KeySpec(kind="int", default=500, check=lambda x: x >= 1, allowed="an integer >= 1"),
-    "rtol": KeySpec(kind="float", default=0.05, check=lambda x: 0.0 < x <= 1.0, allowed="a number in (0, 1]"),
-    "cooldown": KeySpec(kind="int", default=100, check=lambda x: x >= 0, allowed="an integer >= 0"),
+    "factor": KeySpec(
+        kind="float",
+        default=0.5,
+        check=lambda x: 0.0 < x < 1.0,
+        allowed="a number in (0, 1)",
+        doc="the scale is multiplied by this on a loss plateau",
+    ),
+    "patience": KeySpec(
+        kind="int",
+        default=500,
+        check=lambda x: x >= 1,
+        allowed="an integer >= 1",
+        doc="loss windows without improvement before the scale drops",
+    ),
+    "rtol": KeySpec(
+        kind="float",
+        default=0.05,
+        check=lambda x: 0.0 < x <= 1.0,
+        allowed="a number in (0, 1]",
+        doc="relative improvement of the windowed loss that counts as progress",
+    ),
+    "cooldown": KeySpec(
+        kind="int",
+        default=100,
+        check=lambda x: x >= 0,
+        allowed="an integer >= 0",
+        doc="loss windows after a drop during which the plateau rule waits",
+    ),
     "accum_size": KeySpec(
         kind="int",
         default=-1,
         check=lambda x: x == -1 or x >= 1,
         allowed="-1 (one epoch) or an integer >= 1",
+        doc="steps whose losses are averaged into one window of the plateau rule",
     ),
     "init_scale": KeySpec(
-        kind="float", default=0.1, check=lambda x: 0.0 <= x <= 1.0, allowed="a number in [0, 1]"
+        kind="float",
+        default=0.1,
+        check=lambda x: 0.0 <= x <= 1.0,
+        allowed="a number in [0, 1]",
+        doc="scale at step 0; it rises linearly to 1 over warmup_steps",
     ),
     "end_scale": KeySpec(
         kind="float",
         default=-1.0,
         check=lambda x: x == -1.0 or 0.0 <= x <= 1.0,
         allowed="-1.0 (decay to 0) or a number in [0, 1]",
+        doc="scale at the end of the decay (warmup_cosine_decay) or its floor (warmup_exponential_decay)",
     ),
-    "transition_begin": KeySpec(kind="int", default=0, check=lambda x: x >= 0, allowed="an integer >= 0"),
-    "transition_steps": KeySpec(kind="int", default=10000, check=lambda x: x >= 1, allowed="an integer >= 1"),
-    "staircase": KeySpec(kind="bool", default=True),
+    "transition_begin": KeySpec(
+        kind="int",
+        default=0,
+        check=lambda x: x >= 0,
+        allowed="an integer >= 0",
+        doc="steps after the warmup before the exponential decay starts",
+        origin="newer",
+    ),
+    "transition_steps": KeySpec(
+        kind="int",
+        default=10000,
+        check=lambda x: x >= 1,
+        allowed="an integer >= 1",
+        doc=f"the scale is multiplied by {WARMUP_EXPONENTIAL_DECAY_RATE} every this many steps "
+        "(hamflow's decay rate: the template has no key for it)",
+        origin="newer",
+    ),
+    "staircase": KeySpec(
+        kind="bool",
+        default=True,
+        doc="true: the scale drops in steps every transition_steps; false: continuously",
+        origin="newer",
+    ),
 }
 
 # warmup_steps / decay_steps: checks and defaults per type.
-_DEEPH_WARMUP_STEPS = KeySpec(kind="int", default=1000, check=lambda x: x >= 0, allowed="an integer >= 0")
+_DEEPH_WARMUP_STEPS = KeySpec(
+    kind="int",
+    default=1000,
+    check=lambda x: x >= 0,
+    allowed="an integer >= 0",
+    doc="steps of the linear warmup (DeePMD-kit types: instead of warmup_ratio)",
+)
 _DEEPH_DECAY_STEPS = KeySpec(
-    kind="int", default=200000, allowed="an integer (<= 0, e.g. -1: all steps after the warmup)"
+    kind="int",
+    default=200000,
+    allowed="an integer (<= 0, e.g. -1: all steps after the warmup)",
+    doc="steps of the cosine decay after the warmup (warmup_cosine_decay), or the steps between two "
+    "multiplications by decay_rate (exp); not used by cosine and wsd",
 )
 _DEEPMD_WARMUP_STEPS = KeySpec(kind="int", default=0, check=lambda x: x >= 0, allowed="an integer >= 0")
 _EXP_DECAY_STEPS = KeySpec(kind="int", default=5000, check=lambda x: x > 0, allowed="an integer > 0")
 
 # DeePMD-kit-only keys (argcheck.learning_rate_args and the exp variant).
 _DEEPMD_SPECS: dict[str, KeySpec] = {
-    "start_lr": KeySpec(kind="float", default=None, check=lambda x: x > 0.0, allowed="a number > 0"),
-    "stop_lr": KeySpec(kind="float", default=None, check=lambda x: x >= 0.0, allowed="a number >= 0"),
+    "start_lr": KeySpec(
+        kind="float",
+        default=None,
+        check=lambda x: x > 0.0,
+        allowed="a number > 0 (required)",
+        doc="learning rate after the warmup",
+        origin="hamflow",
+    ),
+    "stop_lr": KeySpec(
+        kind="float",
+        default=None,
+        check=lambda x: x >= 0.0,
+        allowed="a number in [0, start_lr] (wsd: > 0)",
+        doc="learning rate at the last step; give exactly one of stop_lr and stop_lr_ratio",
+        origin="hamflow",
+    ),
     "stop_lr_ratio": KeySpec(
-        kind="float", default=None, check=lambda x: 0.0 < x <= 1.0, allowed="a number in (0, 1]"
+        kind="float",
+        default=None,
+        check=lambda x: 0.0 < x <= 1.0,
+        allowed="a number in (0, 1]",
+        doc="stop_lr = start_lr x stop_lr_ratio",
+        origin="hamflow",
     ),
     "decay_rate": KeySpec(
-        kind="float", default=None, check=lambda x: 0.0 < x <= 1.0, allowed="a number in (0, 1]"
+        kind="float",
+        default=None,
+        check=lambda x: 0.0 < x <= 1.0,
+        allowed="a number in (0, 1]",
+        doc="factor per decay_steps; unset: computed so that the last step reaches stop_lr",
+        origin="hamflow",
     ),
-    "smooth": KeySpec(kind="bool", default=False),
+    "smooth": KeySpec(
+        kind="bool",
+        default=False,
+        doc="true: decay continuously; false: in stairs of decay_steps",
+        origin="hamflow",
+    ),
     "warmup_ratio": KeySpec(
-        kind="float", default=None, check=lambda x: 0.0 <= x < 1.0, allowed="a number in [0, 1)"
+        kind="float",
+        default=None,
+        check=lambda x: 0.0 <= x < 1.0,
+        allowed="a number in [0, 1)",
+        doc="warmup of int(warmup_ratio x all steps) steps; not together with warmup_steps",
+        origin="hamflow",
     ),
     "warmup_start_factor": KeySpec(
-        kind="float", default=0.0, check=lambda x: 0.0 <= x <= 1.0, allowed="a number in [0, 1]"
+        kind="float",
+        default=0.0,
+        check=lambda x: 0.0 <= x <= 1.0,
+        allowed="a number in [0, 1]",
+        doc="the warmup starts at start_lr x warmup_start_factor",
+        origin="hamflow",
     ),
 }
 _EXP_ONLY = ("decay_rate", "smooth")
@@ -157,9 +267,20 @@ _EXP_ONLY = ("decay_rate", "smooth")
 # DeePMD-kit 3.2 wsd-only keys (LearningRateWSD).
 _WSD_SPECS: dict[str, KeySpec] = {
     "decay_phase_ratio": KeySpec(
-        kind="float", default=0.1, check=lambda x: 0.0 < x <= 1.0, allowed="a number in (0, 1]"
+        kind="float",
+        default=0.1,
+        check=lambda x: 0.0 < x <= 1.0,
+        allowed="a number in (0, 1]",
+        doc="fraction of all steps spent in the final decay",
+        origin="hamflow",
     ),
-    "decay_type": KeySpec(kind="string", default="inverse_linear", choices=WSD_DECAY_TYPES),
+    "decay_type": KeySpec(
+        kind="string",
+        default="inverse_linear",
+        choices=WSD_DECAY_TYPES,
+        doc="shape of the final decay",
+        origin="hamflow",
+    ),
 }
 
 ALL_KEYS: tuple[str, ...] = (
@@ -169,6 +290,44 @@ ALL_KEYS: tuple[str, ...] = (
     + tuple(_DEEPMD_SPECS)
     + tuple(_WSD_SPECS)
 )
+
+
+_PLATEAU = ("reduce_on_plateau",)
+_WARMUP_TYPES = ("warmup_cosine_decay", "warmup_exponential_decay")
+_EXPONENTIAL = ("warmup_exponential_decay",)
+#: The types that use each key (a type ignores DeepH-pack's keys it does not use).
+_USED_BY: dict[str, tuple[str, ...]] = {
+    "type": SCHEDULER_TYPES,
+    "min_learning_rate_scale": DEEPH_TYPES,
+    **dict.fromkeys(("factor", "patience", "rtol", "cooldown", "accum_size"), _PLATEAU),
+    "init_scale": _WARMUP_TYPES,
+    "end_scale": _WARMUP_TYPES,
+    **dict.fromkeys(("transition_begin", "transition_steps", "staircase"), _EXPONENTIAL),
+    "warmup_steps": (*_WARMUP_TYPES, *DEEPMD_TYPES),
+    "decay_steps": ("warmup_cosine_decay", "exp"),
+    **dict.fromkeys(
+        ("start_lr", "stop_lr", "stop_lr_ratio", "warmup_ratio", "warmup_start_factor"), DEEPMD_TYPES
+    ),
+    **dict.fromkeys(_EXP_ONLY, ("exp",)),
+    **dict.fromkeys(_WSD_SPECS, ("wsd",)),
+}
+
+
+def scheduler_key_docs() -> list[tuple[str, tuple[tuple[str, KeySpec], ...], tuple[str, ...]]]:
+    """(key, ((types, spec), ...), types that use it) for every key, in :data:`ALL_KEYS` order.
+
+    A key has one spec, or one per type family where its default and range depend on ``type``
+    (``warmup_steps``, ``decay_steps``). ``docs/config.md``'s scheduler table is rendered from this.
+    """
+    per_family = {
+        "warmup_steps": (
+            ("DeepH-pack types", _DEEPH_WARMUP_STEPS),
+            ("DeePMD-kit types", _DEEPMD_WARMUP_STEPS),
+        ),
+        "decay_steps": (("DeepH-pack types", _DEEPH_DECAY_STEPS), ("exp", _EXP_DECAY_STEPS)),
+    }
+    specs = {"type": _TYPE_SPEC, **_COMMON_SPECS, **_DEEPMD_SPECS, **_WSD_SPECS}
+    return [(name, per_family.get(name) or (("", specs[name]),), _USED_BY[name]) for name in ALL_KEYS]
 
 
 def _coerce(prefix: str, name: str, raw: Mapping[str, Any], spec: KeySpec, source: str | Path | None) -> Any:

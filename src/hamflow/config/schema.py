@@ -49,6 +49,9 @@ _KIND_TEXT = {
 #: The pipeline stages a key can affect (one Snakemake rule and one ``hamflow`` command each).
 STAGES = ("discover", "parse", "graph", "train", "infer", "evaluate")
 
+#: Where a key comes from: DeepH-pack's 1.0.x train.toml (""), its newer template, or hamflow.
+ORIGINS = ("", "newer", "hamflow")
+
 #: The one line for a key (or value) of DeepH-pack's newer templates whose behaviour hamflow lacks.
 RECOGNISED_NOT_AVAILABLE = "recognised DeepH-pack key, not available yet in hamflow"
 
@@ -72,7 +75,10 @@ class KeySpec:
     ``accept_int_string`` lets an "int" key also take a string holding an integer (compatibility).
     ``unavailable`` are string values DeepH-pack knows and hamflow does not build yet; ``not_built``
     marks a recognised DeepH-pack key that only takes its default (or one of ``also_accepted``).
-    Both raise :class:`RecognisedNotAvailableError`.
+    Both raise :class:`RecognisedNotAvailableError`. ``doc`` is the key's meaning for the user and
+    ``origin`` where it comes from: "" DeepH-pack's 1.0.x ``train.toml``, "newer" DeepH-pack's newer
+    template, "hamflow" a hamflow addition (``docs/config.md``'s tables are rendered from these, by
+    :mod:`hamflow.config.key_tables`).
 
     The key's roles, the one declaration every "which keys matter where" list is derived from
     (:func:`hamflow.config.train_config.stage_keys` and its neighbours): ``stages`` are the pipeline
@@ -92,6 +98,7 @@ class KeySpec:
     length: int | None = None
     accept_int_string: bool = False
     doc: str = ""
+    origin: str = ""
     unavailable: tuple[str, ...] = ()
     not_built: bool = False
     also_accepted: tuple[Any, ...] = ()
@@ -170,6 +177,7 @@ def option(
     length: int | None = None,
     accept_int_string: bool = False,
     doc: str = "",
+    origin: str = "",
     unavailable: tuple[str, ...] = (),
     not_built: bool = False,
     also_accepted: tuple[Any, ...] = (),
@@ -196,6 +204,7 @@ def option(
         length=length,
         accept_int_string=accept_int_string,
         doc=doc,
+        origin=origin,
         unavailable=tuple(unavailable),
         not_built=not_built,
         also_accepted=tuple(also_accepted),
@@ -204,6 +213,8 @@ def option(
         store=store,
         store_graph_types=tuple(store_graph_types),
     )
+    if origin not in ORIGINS:
+        raise ValueError(f"unknown origin {origin!r}; known: {ORIGINS}")
     unknown = [stage for stage in spec.stages if stage not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")

@@ -2,10 +2,9 @@
 
 Used for inference on new structures that carry only POSCAR + info.json: the pairs a DFT code
 would store are those whose orbitals overlap, i.e. atoms closer than r_i + r_j (orbital cutoff
-radii). The DFT data carries no radii, so the pair cutoff is ``model.advanced.gaussian_basis_rmax``
-(Angstrom): DeepH-pack advises setting it to twice the largest orbital radius, so every pair with
-overlapping orbitals (distance < r_i + r_j <= 2 r_max) lies inside it. Structures are periodic in all
-three directions (molecules sit in a box, as in the DFT files).
+radii), so the caller passes the pair cutoff, resolved from the model's radial cutoff by
+:func:`hamflow.config.train_config.neighbour_cutoff` (which says why it covers every overlapping pair).
+Structures are periodic in all three directions (molecules sit in a box, as in the DFT files).
 """
 
 from __future__ import annotations
@@ -13,9 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from hamflow.data.poscar import Poscar
-from hamflow.errors import ConfigError
-
-CUTOFF_KEY = "model.advanced.gaussian_basis_rmax"
 
 
 def neighbour_edges(poscar: Poscar, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -26,9 +22,7 @@ def neighbour_edges(poscar: Poscar, cutoff: float) -> tuple[np.ndarray, np.ndarr
     R is relative to the positions as given (not wrapped into the cell).
     """
     if not np.isfinite(cutoff) or cutoff <= 0:
-        raise ConfigError(
-            CUTOFF_KEY, f"= {cutoff!r}: the neighbour cutoff must be a positive length (Angstrom)"
-        )
+        raise ValueError(f"the neighbour cutoff must be a positive length (Angstrom), got {cutoff!r}")
     import ase  # here, not at the top: ASE + SciPy take ~0.5 s to import and most graphs never need them
     from ase.neighborlist import neighbor_list
 

@@ -166,13 +166,11 @@ def graph_settings(cfg: Any, basis: CommonBasis, orbital_map: dict[str, tuple[in
 
     The TOML keys among them are those declared with ``store=`` in the training schema
     (``cfg.graph_store_settings()``: graph_type, storage_type, common_orbital_types, float_type as
-    ``dtype``, on_bad_structure, data_dir_depth, and gaussian_basis_rmax as ``neighbour_cutoff`` for Sap
-    graphs); the store adds the basis, the orbital map and the overlap threshold.
+    ``dtype``, on_bad_structure, data_dir_depth, and for Sap graphs the resolved ``neighbour_cutoff``);
+    the store adds the basis, the orbital map and the overlap threshold.
     """
     settings: dict[str, Any] = dict(cfg.graph_store_settings())
     settings["dtype"] = graph_dtype(settings["dtype"]).name
-    if "neighbour_cutoff" in settings:
-        settings["neighbour_cutoff"] = float(settings["neighbour_cutoff"])
     settings["basis"] = basis.to_string()
     settings["elements_orbital_map"] = {el: list(ls) for el, ls in sorted(orbital_map.items())}
     settings["overlap_threshold"] = DEFAULT_OVERLAP_THRESHOLD

@@ -9,7 +9,7 @@ Steps of :func:`run_inference`:
 3. the graph store ``inputs_dir/graph/<dataset_name>.<graph_type>.<storage_type>.h5`` (reused when its
    fingerprint matches): structures with overlap.h5 take their edges from its atom pairs (graph_type
    S: with the overlap values and the |S| shell mask; Sap: the pairs only); structures with only
-   POSCAR and info.json from the neighbour search within the model's ``gaussian_basis_rmax``;
+   POSCAR and info.json from the neighbour search within the model's ``neighbour_cutoff``;
    ``only_save_graph`` stops here;
 4. the model ``[model]`` (``best``, or ``latest`` at ``load_model_epoch``), batched prediction
    (``batch_size``, ``multi_way_jit_num`` compiled shapes, the devices of ``system.device``),
@@ -139,7 +139,7 @@ def inference_store(cfg: Any, ids: Sequence[str], spec: ModelSpec, *, workers: i
     graph = cfg.data.graph
     basis = CommonBasis(tuple(spec.shell_ls))
     dtype = graph_dtype(cfg.system.float_type)
-    cutoff = float(spec.gaussian_basis_rmax)
+    cutoff = spec.neighbour_cutoff
     settings = {
         "purpose": "inference",
         "graph_type": graph.graph_type,

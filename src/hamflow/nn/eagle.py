@@ -200,7 +200,7 @@ class EagleBlock(nn.Module):
 class Eagle(nn.Module):
     """The eagle backbone: GraphBatch -> (node features (N, irreps), edge features (E, irreps)).
 
-    irreps: the regrouped, all-even ``net_irreps``; rmax: gaussian_basis_rmax in Angstrom; parity must
+    irreps: the regrouped, all-even ``net_irreps``; rmax: the radial cutoff in Angstrom; parity must
     be False (checked by build_model); dtype: compute dtype of the features.
     """
 

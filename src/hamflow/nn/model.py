@@ -68,7 +68,7 @@ def build_model(
     *,
     net_irreps: str,
     num_blocks: int,
-    gaussian_basis_rmax: float,
+    rmax: float,
     consider_parity: bool,
     spinful: bool = False,
     dtype: Any = jnp.float32,
@@ -78,18 +78,18 @@ def build_model(
 
     ``module.apply(params, batch)`` returns (E, B, B) real blocks (eV for H), or (E, 2B, 2B) complex
     when ``spinful``. Initialise with ``jax.jit(module.init)(key, batch)``; params are float32 whatever
-    the compute ``dtype``. Raises ConfigError for an unknown net_type, eagle with consider_parity,
-    odd irreps without parity, a non-positive num_blocks or rmax, or irreps that cannot form the blocks.
+    the compute ``dtype``. ``rmax``: the radial cutoff in Angstrom, as resolved by
+    :func:`hamflow.config.train_config.radial_cutoff` (ValueError unless > 0). Raises ConfigError for
+    an unknown net_type, eagle with consider_parity, odd irreps without parity, a non-positive
+    num_blocks, or irreps that cannot form the blocks.
     dropout_rate (``[process.train.drop]``): see :class:`HamiltonianNetwork`; no parameters of its own.
     """
     kind = canonical_net_type(net_type)
     check_parity_rule(kind, consider_parity)
     if int(num_blocks) < 1:
         raise ConfigError("model.advanced.num_blocks", f"= {num_blocks!r}; must be >= 1")
-    if not float(gaussian_basis_rmax) > 0:
-        raise ConfigError(
-            "model.advanced.gaussian_basis_rmax", f"= {gaussian_basis_rmax!r}; must be > 0 Angstrom"
-        )
+    if not float(rmax) > 0:
+        raise ValueError(f"the radial cutoff rmax must be > 0 Angstrom, got {rmax!r}")
     shells = tuple(int(l) for l in shell_ls)
     if not shells or any(l < 0 for l in shells):
         raise ConfigError(
@@ -101,7 +101,7 @@ def build_model(
     backbone = backbone_class(
         irreps=str(irreps),
         num_blocks=int(num_blocks),
-        rmax=float(gaussian_basis_rmax),
+        rmax=float(rmax),
         parity=bool(consider_parity),
         dtype=dtype,
     )

@@ -140,7 +140,7 @@ class Sparrow(nn.Module):
     """The sparrow backbone: GraphBatch -> (node features (N, irreps), edge features (E, irreps)).
 
     irreps: the regrouped ``net_irreps``; parity: odd-l harmonics odd under inversion (else SO(3) only);
-    rmax: gaussian_basis_rmax in Angstrom; dtype: compute dtype of the features.
+    rmax: the radial cutoff in Angstrom; dtype: compute dtype of the features.
     """
 
     irreps: str

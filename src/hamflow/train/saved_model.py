@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hamflow.atomic import atomic_write_text
+from hamflow.config.train_config import neighbour_cutoff, radial_cutoff
 from hamflow.errors import DataError
 from hamflow.train.checkpoint import CheckpointInfo, RunLayout, list_epochs, read_meta, read_payload
 from hamflow.train.normaliser import Normaliser
@@ -31,6 +32,17 @@ class ModelSpec:
     target_type: str
     elements_orbital_map: dict[str, tuple[int, ...]]
     float_type: str
+
+    @property
+    def radial_cutoff(self) -> float:
+        """The network's radial cutoff (Angstrom), resolved from the stored TOML value (the field keeps
+        the key's name: it is the on-disk format of model.json)."""
+        return radial_cutoff(self.gaussian_basis_rmax)
+
+    @property
+    def neighbour_cutoff(self) -> float:
+        """The pair cutoff (Angstrom) of the neighbour search for structures without overlap.h5."""
+        return neighbour_cutoff(self.gaussian_basis_rmax)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -139,7 +151,7 @@ def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0
         spec.shell_ls,
         net_irreps=spec.net_irreps,
         num_blocks=spec.num_blocks,
-        gaussian_basis_rmax=spec.gaussian_basis_rmax,
+        rmax=spec.radial_cutoff,
         consider_parity=spec.consider_parity,
         spinful=spec.spinful,
         dtype=compute_dtype,
