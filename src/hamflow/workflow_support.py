@@ -189,6 +189,22 @@ def shard_arg(wildcards: Any) -> str:
     return wildcards.shard.replace("-of-", "/")
 
 
+def train_outputs(cfg: TrainConfig, run_dir: str | Path) -> dict[str, str]:
+    """The train rule's outputs in the finished run ``run_dir``: the checkpoint folders the train.toml
+    saves (best only when ``data.model_save.best``; latest always), deepx.log, metrics.csv and the
+    TRAINING_DONE flag."""
+    from snakemake.io import directory
+
+    outputs = {}
+    if cfg.data.model_save.best:
+        outputs["best"] = directory(f"{run_dir}/model/params/best")
+    outputs["latest"] = directory(f"{run_dir}/model/params/latest")
+    outputs["log"] = f"{run_dir}/deepx.log"
+    outputs["metrics"] = f"{run_dir}/metrics.csv"
+    outputs["done"] = f"{run_dir}/TRAINING_DONE"
+    return outputs
+
+
 def finetune_input(config: Mapping[str, Any]) -> str | list:
     """The fine-tune source checkpoint (an input: a newer source reruns this run's training)."""
     if not config["finetune_from"]:

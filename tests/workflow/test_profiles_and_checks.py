@@ -126,6 +126,7 @@ def test_workflow_files_are_snakefmt_clean() -> None:
     snakefmt = shutil.which("snakefmt")
     if snakefmt is None:
         pytest.skip("snakefmt is not installed (it is in the [dev] extra)")
-    files = ["Snakefile", *sorted(str(path) for path in (REPO_ROOT / "workflow" / "rules").glob("*.smk"))]
+    rules = sorted(str(path) for path in (REPO_ROOT / "workflow" / "rules").glob("*.smk"))
+    files = ["workflow/Snakefile", *rules]
     result = subprocess.run([snakefmt, "--check", *files], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -68,6 +68,24 @@ def test_finetune_settings() -> None:
         )
 
 
+def test_train_outputs_are_the_checkpoints_the_toml_saves() -> None:
+    from snakemake.io import is_flagged
+
+    cfg = support.resolve_train_config(pipeline_config())
+    outputs = support.train_outputs(cfg, "results/runs/demo")
+    assert outputs == {
+        "best": "results/runs/demo/model/params/best",
+        "latest": "results/runs/demo/model/params/latest",
+        "log": "results/runs/demo/deepx.log",
+        "metrics": "results/runs/demo/metrics.csv",
+        "done": "results/runs/demo/TRAINING_DONE",
+    }
+    assert is_flagged(outputs["best"], "directory") and is_flagged(outputs["latest"], "directory")
+    assert not is_flagged(outputs["log"], "directory")
+    no_best = support.train_outputs(with_overrides(cfg, {"data.model_save.best": False}), "r")
+    assert list(no_best) == ["latest", "log", "metrics", "done"]
+
+
 def test_setting_params_name_their_key() -> None:
     params = support.setting_params(
         ["data.graph.graph_type", "system.random_seed"],

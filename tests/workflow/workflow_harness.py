@@ -1,8 +1,9 @@
 """Driving the workflow in tests: ``python -m snakemake`` in a temporary copy of the workflow.
 
-Each copy holds the Snakefile, workflow/, config/, profiles/ and the 10 H2O molecules of the demo
-dataset; ``test.yaml`` is tests/workflow/tiny_run.yaml plus a JAX compilation cache shared by every
-test run of the same tiny model (the first training compiles, later ones load the compiled steps).
+Each copy holds workflow/ (the Snakefile, rules, schema, report), config/, profiles/ and the 10 H2O
+molecules of the demo dataset; ``test.yaml`` is the workflow's test config, .test/config/config.yaml
+(the tiny run), plus a JAX compilation cache shared by every test run of the same tiny model (the
+first training compiles, later ones load the compiled steps).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_RUN = Path(__file__).with_name("tiny_run.yaml")
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
+TINY_RUN = REPO_ROOT / ".test" / "config" / "config.yaml"
+WORKFLOW_FILES = ("workflow", "config", "profiles")
 DEMO_SUBSET = Path("molecules") / "dft" / "h2o"
 SNAKEMAKE_TIMEOUT_S = 600
 
@@ -32,7 +33,7 @@ def jax_cache_dir() -> Path:
 
 
 def tiny_run_config(**changes: object) -> dict:
-    """tiny_run.yaml with the shared compilation cache, and ``changes`` merged into train_overrides."""
+    """.test/config/config.yaml with the shared compilation cache, and ``changes`` in train_overrides."""
     cfg = yaml.safe_load(TINY_RUN.read_text())
     cfg["train_overrides"]["process.train.compilation_cache_dir"] = str(jax_cache_dir())
     cfg["train_overrides"].update(changes)

@@ -75,27 +75,14 @@ def shard_names(wildcards):
     return support.shard_names(manifest, config["shard_size"])
 
 
-def train_outputs():
-    """The train rule's outputs: the checkpoints the train.toml saves, the log, metrics, done flag."""
-    outputs = {}
-    if TRAIN_CFG.data.model_save.best:
-        outputs["best"] = directory(f"{RUN_DIR}/model/params/best")
-    outputs["latest"] = directory(f"{RUN_DIR}/model/params/latest")  # always saved
-    outputs["log"] = f"{RUN_DIR}/deepx.log"
-    outputs["metrics"] = f"{RUN_DIR}/metrics.csv"
-    outputs["done"] = f"{RUN_DIR}/TRAINING_DONE"
-    return outputs
+# The train rule's outputs (the finished run), and the fine-tune source checkpoint: an input, so a
+# newer source checkpoint retrains this run.
+TRAIN_OUTPUTS = support.train_outputs(TRAIN_CFG, RUN_DIR)
+FINETUNE_INPUT = support.finetune_input(config)
+FINETUNE_ARG = support.finetune_arg(config)
 
 
-def finetune_input(wildcards):
-    return support.finetune_input(config)
-
-
-def finetune_arg(wildcards):
-    return support.finetune_arg(config)
-
-
-# ---- inference of the held-out structures (infer.smk)
+# ---- inference of the held-out structures (infer.smk), and what `all` asks for after training
 INFER_PART = support.held_out_part(TRAIN_CFG)
 INFER_CHECKPOINT = support.infer_checkpoint(TRAIN_CFG)
 INFER_CFG = support.infer_config(TRAIN_CFG, RUN_DIR)
@@ -104,6 +91,4 @@ INFER_SETTINGS, EVALUATE_SETTINGS = support.infer_settings(
     TRAIN_CFG, INFER_CFG, INFER_PART
 )
 
-
-def infer_targets():
-    return support.infer_targets(RUN, INFER_PART)
+INFER_TARGETS = support.infer_targets(RUN, INFER_PART)

@@ -14,15 +14,15 @@ rule train:
     input:
         graph=f"{DATA}/graph.h5",
         split=f"{DATA}/dataset_split.json",
-        finetune=finetune_input,
+        finetune=FINETUNE_INPUT,
     output:
-        **train_outputs(),
+        **TRAIN_OUTPUTS,
     log:
         f"{LOGS}/train.log",
     threads: TRAIN_THREADS
     params:
         **TRAIN_SETTINGS,
-        finetune=finetune_arg,
+        finetune=FINETUNE_ARG,
         work=WORK_DIR,
         final=lambda wildcards, output: Path(output.log).parent,  # RUN_DIR
     shell:
