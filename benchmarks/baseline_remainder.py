@@ -107,6 +107,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=137, help="seed of the 75/12.5/12.5 split")
     parser.add_argument("--train", type=int, default=500, help="training structures fitted (first N)")
     parser.add_argument("--test", type=int, default=200, help="test structures evaluated (first N)")
+    parser.add_argument(
+        "--part",
+        choices=("test", "validate", "train"),
+        default="test",
+        help="split part evaluated (train: how much the fit explains of what it saw; compare with test)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     return parser.parse_args(argv)
 
@@ -124,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             yield build_structure_graph(structure, basis, graph_type="HS", dtype=np.float64)
 
     orbital_map: dict[str, tuple[int, ...]] = {}
-    for sid in split["train"] + split["test"][: args.test]:  # every element's shells, as the graph stage
+    for sid in split["train"] + split[args.part][: args.test]:  # every element's shells, as the graph stage
         orbital_map.update(read_info(args.data / "dft" / sid / "info.json").elements_orbital_map)
     basis = common_basis(orbital_map)
     order = np.random.default_rng(args.seed).permutation(len(split["train"]))[: args.train]
@@ -134,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_seconds = time.perf_counter() - start
     projectors = parity_projectors(tuple(basis.shell_ls))
     sums = {stage: {part: [0.0, 0.0, 0] for part in PARTS} for stage in STAGES}
-    test_ids = split["test"][: args.test]
+    test_ids = split[args.part][: args.test]
     for graph in graphs(test_ids):
         for stage, model in stages(norm, plain).items():
             for part, values in remainders(graph, model, projectors).items():
@@ -150,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stage, parts in sums.items()
     }
     parts = PARTS
-    print(f"# {args.data}: fitted on {len(train_ids)} training structures, {len(test_ids)} test structures")
+    fitted_on = f"fitted on {len(train_ids)} training structures"
+    print(f"# {args.data}: {fitted_on}, {len(test_ids)} {args.part} structures")
     total = time.perf_counter() - start
     print(f"# basis shells {basis.shell_ls}; fit {fit_seconds:.0f} s, all {total:.0f} s")
     print("| baselines | " + " | ".join(f"{p} RMS / MAE, meV" for p in parts) + " |")
