@@ -8,6 +8,11 @@ unknown key, wrong type, value outside the allowed set or range, contradiction b
 option not built yet - raises :class:`~hamflow.errors.ConfigError` whose message names the dotted key,
 the bad value and what is allowed. :func:`dump_train_config` writes the resolved TOML back.
 
+The sections are declared in :mod:`hamflow.config.train_keys_data` (``[system]``, ``[data]``) and
+:mod:`hamflow.config.train_keys_model` (``[model]``, ``[process.train]``; the scheduler in
+:mod:`hamflow.config.scheduler_config`), re-exported here; this module assembles them, checks the
+rules between keys and derives the key roles.
+
 Units: lengths in Angstrom; learning rates are dimensionless. Each key's meaning is its ``doc=``;
 ``docs/config.md``'s key tables are rendered from these declarations (``scripts/config_table.py``).
 """
@@ -17,607 +22,61 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from hamflow.config.device import DEVICE_TYPES, parse_device
-from hamflow.config.logging_setup import LOG_LEVELS
-from hamflow.config.precision import FLOAT_TYPES
+from hamflow.config.device import parse_device
 from hamflow.config.scheduler_config import (
     WARMUP_EXPONENTIAL_DECAY_RATE,
-    SchedulerConfig,
-    scheduler_config_from_section,
-    scheduler_config_to_section,
 )
 from hamflow.config.schema import (
     DEFAULT_ROLES,
-    REQUIRED,
     STAGES,
     KeySpec,
-    above,
-    at_least,
-    file_name_ok,
     flatten_keys,
     key_roles,
-    non_empty,
-    option,
     parse_section,
     section,
     section_to_dict,
     toml_repr,
 )
 from hamflow.config.toml_io import apply_overrides, dump_toml, read_toml
+from hamflow.config.train_keys_data import (  # noqa: F401 - the sections, importable from here
+    ALL_STAGES,
+    COMPILATION_CACHE_OFF,
+    DEFAULT_COMPILATION_CACHE,
+    GRAPH_TYPES,
+    MAX_RANDOM_SEED,
+    NEWER_GRAPH_TYPES,
+    NEWER_LOSS_TYPES,
+    NEWER_NET_TYPES,
+    NEWER_TARGET_TYPES,
+    SPLIT_STAGES,
+    SUPERVISED_LOSS_TYPES,
+    TRAINABLE_GRAPH_TYPES,
+    UNSUPERVISED_LOSS_TYPES,
+    DataConfig,
+    DftConfig,
+    GraphConfig,
+    ModelSaveConfig,
+    SystemConfig,
+)
+from hamflow.config.train_keys_model import (  # noqa: F401
+    AdvancedConfig,
+    ContinuedConfig,
+    DataloaderConfig,
+    DropConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PluginConfig,
+    TrainProcessConfig,
+)
 from hamflow.errors import ConfigError, NotAvailableError
 from hamflow.graph.basis import parse_orbital_types
 from hamflow.graph.irreps import (
-    NET_TYPE_ALIASES,
-    NET_TYPES,
     check_net_irreps,
     check_parity_rule,
     parse_net_irreps,
 )
-
-SUPERVISED_LOSS_TYPES = ("mae", "mse", "wmae", "huber")
-UNSUPERVISED_LOSS_TYPES = ("ai2dft", "ai2dft_node", "hopad", "aims")
-GRAPH_TYPES = ("H", "HS", "Rho", "Sap", "S")
-# Values of DeepH-pack's newer template that hamflow recognises but does not build yet.
-NEWER_GRAPH_TYPES = ("VrC", "SapVc", "FF", "IEP")
-NEWER_NET_TYPES = ("fast", "eagleplus", "albatross", "owl", "petrel", "swift")
-NEWER_TARGET_TYPES = ("VrC", "Vc", "FF", "IEP")
-NEWER_LOSS_TYPES = ("emae", "mae_debug")
-TRAINABLE_GRAPH_TYPES = {"H": ("H", "HS"), "Rho": ("Rho",)}
-COMPILATION_CACHE_OFF = "none"
-DEFAULT_COMPILATION_CACHE = ".jax_cache"
-MAX_RANDOM_SEED = 2**32 - 1
-#: Stages of the keys every stage reads (where the data are) and of those that choose the split.
-ALL_STAGES = STAGES
-SPLIT_STAGES = ("discover", "train")
-
-_C = TypeVar("_C")
-
-
-def _betas_ok(value: tuple[float, ...]) -> bool:
-    return all(0.0 < beta < 1.0 for beta in value)
-
-
-# ------------------------------------------------------------------------------------------- system
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SystemConfig:
-    """[system]: device, precision, seed and logging of a run (shared by training and inference)."""
-
-    note: str = option("Enjoy DeepH-pack! ;-)", doc="name of the project", stages=(), resume_ok=True)
-    device: str = option(
-        "gpu*8:0",
-        allowed=f"<type>*<num>[:<ids>] with <type> in {', '.join(DEVICE_TYPES)}",
-        resume_ok=True,
-        doc='the accelerators to use, e.g. "gpu*8:0" or "cpu*4"; see [Devices](#devices)',
-    )
-    float_type: str = option(
-        "fp32",
-        choices=FLOAT_TYPES,
-        stages=("graph", "train", "infer"),
-        store="dtype",
-        doc="precision of parameters, computation and stored graphs; see [Float types](#float-types)",
-    )
-    random_seed: int = option(
-        137,
-        check=lambda v: 0 <= v <= MAX_RANDOM_SEED,
-        allowed=f"an integer from 0 to {MAX_RANDOM_SEED}",
-        stages=("discover", "train"),
-        doc="seeds the dataset split, the parameter initialisation and the shuffling",
-    )
-    log_level: str = option(
-        "info",
-        choices=tuple(LOG_LEVELS),
-        stages=(),
-        resume_ok=True,
-        doc=(
-            "lowest level of the records written to <run>/deepx.log and the console (DeepH-pack's"
-            ' list omits "error", its description names it)'
-        ),
-    )
-    jax_memory_preallocate: bool = option(
-        True,
-        stages=(),
-        resume_ok=True,
-        doc=(
-            "pre-allocate 75 % of the accelerator memory (XLA_PYTHON_CLIENT_PREALLOCATE); false "
-            "to debug memory use"
-        ),
-    )
-    show_train_process_bar: bool = option(
-        True,
-        stages=(),
-        resume_ok=True,
-        doc=(
-            "per-batch progress bar on stderr, shown only when stderr is a terminal (the epoch "
-            "lines are logged either way)"
-        ),
-    )
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DftConfig:
-    """[data.dft]: how structures are laid out under ``inputs_dir/dft``."""
-
-    data_dir_depth: int = option(
-        0,
-        check=at_least(0),
-        allowed="an integer >= 0",
-        stages=ALL_STAGES,
-        store="data_dir_depth",
-        doc="folder levels between dft/ and the structure folders (2: dft/<t1>/<t2>/<sid>/)",
-    )
-    on_bad_structure: str = option(
-        "fail",
-        choices=("fail", "skip"),
-        stages=("parse", "graph", "train"),
-        store="on_bad_structure",
-        doc=(
-            '"fail": stop at the first structure whose files are missing or inconsistent, naming '
-            'the file and the reason; "skip": leave bad structures out and write a report of each'
-            " skipped id and why"
-        ),
-        origin="hamflow",
-    )
-    # DeepH-pack's newer template: validate every structure (as `hamflow validate`) before the graphs.
-    validation_check: bool = option(
-        False,
-        doc=(
-            "true: before the graph stage, on every run, validate every structure folder under "
-            "dft/ as `hamflow validate` does (on_bad_structure applies). With false the graph "
-            "stage still validates the structures it builds graphs of"
-        ),
-        origin="newer",
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class GraphConfig:
-    """[data.graph]: the graph store built from the DFT data."""
-
-    dataset_name: str = option(
-        "DATASET-DEMO",
-        check=file_name_ok,
-        allowed="a non-empty name without '/' (used in file names)",
-        stages=("graph", "train"),
-        doc="part of the graph file names graph/<dataset_name>.<graph_type>.<storage_type>.*",
-    )
-    graph_type: str = option(
-        "H",
-        choices=GRAPH_TYPES,
-        unavailable=NEWER_GRAPH_TYPES,
-        stages=("parse", "graph", "train"),
-        store="graph_type",
-        doc=(
-            'which matrices the graphs carry; for training it must carry the target\'s labels: "H"'
-            ' or "HS" for target_type = "H", "Rho" for "Rho" ("S" and "Sap" are inference-only)'
-        ),
-    )
-    storage_type: str = option(
-        "memory",
-        choices=("memory", "disk"),
-        stages=("graph", "train"),
-        store="storage_type",
-        resume_ok=True,
-        doc='"memory": the store is read whole; "disk": read in chunks while training',
-    )
-    common_orbital_types: str = option(
-        "",
-        allowed='"" (union of the dataset) or e.g. "s2p2d1"',
-        stages=("graph", "train"),
-        store="common_orbital_types",
-        doc=(
-            'the common orbital basis of all elements; "": the union of the orbital shells in the'
-            " dataset; else letters spdfghik each with a shell count"
-        ),
-    )
-    parallel_num: int = option(
-        -1,
-        allowed="an integer (<= 0: as many as the machine has)",
-        stages=(),
-        resume_ok=True,
-        doc="worker processes for graph building (more than the machine has: as many as it has)",
-    )
-    only_save_graph: bool = option(False, resume_ok=True, doc="build and save the graph store, then stop")
-    # DeepH-pack's newer template: a sharded disk store (recognised; hamflow's store is one file,
-    # built in shards with `hamflow graph --shard K/N` and joined; every training process reads it all).
-    disk_shards_num: int = option(
-        1,
-        not_built=True,
-        doc=(
-            "hamflow's graph store is one file (built in shards with `hamflow graph --shard K/N`,"
-            " then joined; every training process reads it whole)"
-        ),
-        origin="newer",
-    )
-    disk_shards_indices: tuple[int, ...] = option(
-        (), kind="int_list", not_built=True, doc="see disk_shards_num", origin="newer"
-    )
-    # the disk store's in-memory buffer while training: HDF5's chunk cache, in MiB, over all its arrays;
-    # a speed setting (the graphs read are the same), so no stage's result and no resume depends on it
-    disk_mem_buffer_size: int = option(
-        2048,
-        check=at_least(1),
-        allowed="an integer >= 1 (MiB)",
-        stages=(),
-        resume_ok=True,
-        doc=(
-            'HDF5 chunk cache, in MiB in all, while training reads a "disk" store (no effect on a'
-            ' "memory" store); a speed setting only'
-        ),
-        origin="newer",
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelSaveConfig:
-    """[data.model_save]: which checkpoints are kept."""
-
-    best: bool = option(True, resume_ok=True, doc="keep the model with the lowest loss")
-    latest: bool = option(True, resume_ok=True, doc="keep periodic snapshots")
-    latest_interval: int = option(
-        100,
-        allowed="an integer (<= 0 or > max_epoch: only the last epoch)",
-        resume_ok=True,
-        doc="a snapshot every this many epochs",
-    )
-    latest_num: int = option(
-        10, check=at_least(1), allowed="an integer >= 1", resume_ok=True, doc="number of snapshots kept"
-    )
-    # DeepH-pack's newer template: resumable checkpoints every N steps inside an epoch (-1: off).
-    latest_cache_mid_step_interval: int = option(
-        -1,
-        allowed="an integer: N >= 1 saves a resumable checkpoint every N optimizer steps; <= 0 off",
-        resume_ok=True,
-        doc=(
-            "N >= 1: a resumable checkpoint every N optimizer steps inside an epoch, so a killed "
-            "run resumes at that step on the same loss curve "
-            "([training](training.md#resuming-continuing-fine-tuning))"
-        ),
-        origin="newer",
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """[data]: where inputs are read and run folders are written (paths as given, not resolved)."""
-
-    inputs_dir: str = option(
-        REQUIRED,
-        kind="string",
-        check=non_empty,
-        allowed="a non-empty path",
-        stages=ALL_STAGES,
-        doc=(
-            "folder holding dft/ (and graph/, written by hamflow); relative paths are from the "
-            "directory the command runs in"
-        ),
-    )
-    outputs_dir: str = option(
-        REQUIRED,
-        kind="string",
-        check=non_empty,
-        allowed="a non-empty path",
-        stages=(),
-        doc="parent of the timestamped run folders <%Y-%m-%d_%H-%M-%S>/",
-    )
-    dft: DftConfig = section(DftConfig)
-    graph: GraphConfig = section(GraphConfig)
-    model_save: ModelSaveConfig = section(ModelSaveConfig)
-
-
-# -------------------------------------------------------------------------------------------- model
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class AdvancedConfig:
-    """[model.advanced]: network size and symmetry."""
-
-    # The one place that handles this key: the other modules receive the lengths resolved by
-    # radial_cutoff() / neighbour_cutoff() below (inference through the saved ModelSpec, whose field
-    # keeps the key's name so that every model.json written so far still loads).
-    gaussian_basis_rmax: float = option(
-        7.5,
-        check=above(0.0),
-        allowed="a number > 0 (Angstrom)",
-        doc="cutoff radius of the Gaussian radial basis and of the smooth envelope that weights the "
-        "messages; also the pair cutoff of the neighbour search for structures without overlap.h5 "
-        "(Sap graphs, inference on new structures). DeepH-pack advises about twice the largest "
-        "orbital cutoff radius",
-        store="neighbour_cutoff",
-        store_graph_types=("Sap",),
-    )
-    net_irreps: str = option(
-        REQUIRED,
-        kind="string",
-        allowed='an e3nn Irreps string such as "64x0e+32x1o+16x2e", or "" (derived from the basis)',
-        doc=(
-            'the e3nn irreps of the features, with at least one 0e; "": derived from the common '
-            "orbital basis. See [Checks between keys](#checks-between-keys) for which irreps can "
-            "build the blocks"
-        ),
-    )
-    num_blocks: int = option(
-        3,
-        check=at_least(1),
-        allowed="an integer >= 1",
-        doc="message-passing blocks (3 for solids, 4 for small molecules suggested)",
-    )
-    consider_parity: bool = option(
-        True,
-        doc="equivariance under inversion too; false allows even irreps only and must be false for eagle",
-    )
-    standardize_gauge: bool = option(
-        False,
-        stages=("train", "evaluate"),
-        doc='learn up to the DFT energy zero; needs data.graph.graph_type = "HS"',
-    )
-    # DeepH-pack's newer template (albatross, petrel, universal models): recognised, not built yet.
-    latent_irreps: str = option("", not_built=True, doc="newer networks' latent features", origin="newer")
-    latent_edge_cutoff: float = option(
-        100.0, not_built=True, doc="newer networks' latent edge cutoff (Angstrom)", origin="newer"
-    )
-    latent_scalar_dim: int = option(-1, not_built=True, doc="newer networks' latent scalars", origin="newer")
-    num_heads: int = option(2, not_built=True, doc="attention heads of the newer networks", origin="newer")
-    enable_bs3b_layer: bool = option(
-        False, not_built=True, doc="the newer networks' bs3b layer", origin="newer"
-    )
-    bs3b_orbital_types: str = option("", not_built=True, doc="orbitals of the bs3b layer", origin="newer")
-    vr_focus_size: int = option(256, not_built=True, doc="VrC targets' focus size", origin="newer")
-    enable_element_moe: bool = option(
-        False, not_built=True, doc="per-element mixture of experts", origin="newer"
-    )
-    moe_element_include: tuple[str, ...] = option(
-        (), kind="string_list", not_built=True, doc="elements of the mixture of experts", origin="newer"
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """[model]: network type, learning target and loss."""
-
-    net_type: str = option(
-        "sparrow",
-        choices=NET_TYPES,
-        aliases=NET_TYPE_ALIASES,
-        unavailable=NEWER_NET_TYPES,
-        doc=(
-            'the network: sparrow ("normal": light, < 1M parameters) or eagle ("accurate": '
-            "larger, even parity only); see [model](model.md)"
-        ),
-    )
-    target_type: str = option(
-        "H",
-        choices=tuple(TRAINABLE_GRAPH_TYPES),
-        unavailable=NEWER_TARGET_TYPES,
-        stages=("train", "evaluate"),
-        doc='what is learned: "H" the Hamiltonian, "Rho" the density matrix',
-    )
-    loss_type: str = option(
-        "mse",
-        choices=SUPERVISED_LOSS_TYPES + UNSUPERVISED_LOSS_TYPES,
-        unavailable=NEWER_LOSS_TYPES,
-        doc=(
-            'the training loss; the unsupervised "ai2dft", "ai2dft_node", "hopad" and "aims" are '
-            "accepted by the schema but not available yet"
-        ),
-    )
-    advanced: AdvancedConfig = section(AdvancedConfig)
-
-
-# ------------------------------------------------------------------------------------------ process
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataloaderConfig:
-    """[process.train.dataloader]: batch size and the dataset split."""
-
-    batch_size: int = option(1, check=at_least(1), allowed="an integer >= 1", doc="structures per batch")
-    train_size: int = option(
-        1,
-        check=at_least(0),
-        allowed="an integer >= 0",
-        stages=SPLIT_STAGES,
-        doc="structures in the training set (0 only together with dataset_split_json)",
-    )
-    validate_size: int = option(
-        0,
-        check=at_least(0),
-        allowed="an integer >= 0",
-        stages=SPLIT_STAGES,
-        doc="structures in the validation set",
-    )
-    test_size: int = option(
-        0, check=at_least(0), allowed="an integer >= 0", stages=SPLIT_STAGES, doc="structures in the test set"
-    )
-    dataset_split_json: str = option(
-        "",
-        allowed='"" (split by sizes and random_seed) or a JSON file path',
-        stages=SPLIT_STAGES,
-        doc=(
-            '"": split by the three sizes and random_seed; else a JSON file {"train": [...], '
-            '"validate": [...], "test": [...]} of structure ids'
-        ),
-    )
-    only_use_train_loss: bool = option(
-        False,
-        doc=(
-            "drive the learning-rate schedule by the train loss only (set it when the validation "
-            "set is empty)"
-        ),
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class OptimizerConfig:
-    """[process.train.optimizer]: optax optimizer and its hyper-parameters."""
-
-    type: str = option("adamw", choices=("sgd", "adam", "adamw"), doc="the optimizer")
-    init_learning_rate: float = option(
-        2e-3,
-        check=above(0.0),
-        allowed="a number > 0",
-        doc=(
-            "learning rate of the DeepH-pack schedules, which multiply it by their scale (2E-3 "
-            "for sparrow, 1E-3 for eagle suggested)"
-        ),
-    )
-    clip_norm_factor: float = option(
-        -1.0,
-        check=lambda v: v != 0.0,
-        allowed="a number > 0, or < 0 to switch clipping off",
-        doc="clip the gradient's global norm to this value; negative: no clipping (0 is rejected)",
-    )
-    momentum: float = option(
-        0.8, check=lambda v: 0.0 <= v < 1.0, allowed="a number in [0, 1)", doc="used by sgd only"
-    )
-    betas: tuple[float, float] = option(
-        (0.9, 0.999),
-        length=2,
-        check=_betas_ok,
-        allowed="a list of 2 numbers, each in (0, 1)",
-        doc="used by adam and adamw",
-    )
-    weight: float = option(0.001, check=at_least(0.0), allowed="a number >= 0", doc="adamw weight decay")
-    eps: float = option(1e-8, check=above(0.0), allowed="a number > 0", doc="used by adam and adamw")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DropConfig:
-    """[process.train.drop] (DeepH-pack's newer template): dropout in the training step.
-
-    ``dropout_rate``: probability of dropping each irrep channel of the backbone's node and edge
-    features before the readout (hamflow.nn.dropout; evaluation and inference never drop). Absent
-    (the 1.0.x train.toml has no such key): 0, no dropout, training as before; the newer template
-    writes 0.1 explicitly, and a file that does gets 0.1. The other two keys are recognised, not built.
-    """
-
-    # roles: training only (the default stages) and resume_ok: the masks come from (seed, step), so a
-    # resumed run at the same rate draws what the uninterrupted run would, and a changed rate applies
-    # from the resumed step on. Run folders written before dropout was built recorded the template's
-    # 0.1 (which then had no effect); with the key absent they resume at 0 instead of starting afresh.
-    dropout_rate: float = option(
-        0.0,
-        check=lambda v: 0.0 <= v < 1.0,
-        allowed="a number in [0, 1): 0 switches dropout off (the default when the key is absent)",
-        resume_ok=True,
-        doc=(
-            "probability of dropping each irrep channel of the node and edge features before the "
-            "readouts, in the training step only (evaluation and inference never drop). Absent: "
-            "0, as DeepH-pack 1.0.x, which has no such key; the newer template writes 0.1. See "
-            "[model](model.md#architecture)"
-        ),
-        origin="newer",
-    )
-    stochastic_depth: float = option(
-        0.0, not_built=True, doc="stochastic depth of the newer networks", origin="newer"
-    )
-    proj_rate: float = option(
-        0.0, not_built=True, doc="projection dropout of the newer networks", origin="newer"
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PluginConfig:
-    """[process.train.with_plugin] (DeepH-pack's newer template): external plugins; recognised, not built."""
-
-    enable: bool = option(
-        False, not_built=True, doc="external plugins (unsupervised training)", origin="newer"
-    )
-    plugin: str = option(
-        "null",
-        not_built=True,
-        allowed='"null" ("unsupervised", "G_C2Vr" not built)',
-        doc="the plugin",
-        origin="newer",
-    )
-    env_path: str = option("", not_built=True, doc="the plugin's environment", origin="newer")
-    script_path: str = option("", not_built=True, doc="the plugin's script", origin="newer")
-    backend: str = option("null", not_built=True, doc="the plugin's backend", origin="newer")
-    dump_intermediate: bool = option(
-        False, not_built=True, doc="write the plugin's intermediate results", origin="newer"
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ContinuedConfig:
-    """[process.train.continued]: resume or fine-tune from a previous run."""
-
-    enable: bool = option(False, doc="continue or fine-tune from a previous run")
-    new_training_data: bool = option(False, doc="the data differ from the previous run's (fine-tuning)")
-    new_optimizer: bool = option(False, doc="start a fresh optimizer and schedule")
-    previous_output_dir: str = option(
-        "",
-        allowed="the previous run folder (required when enable = true)",
-        doc="the previous timestamped run folder (holding deepx.log and model/)",
-    )
-    load_model_type: str = option(
-        "latest", choices=("best", "latest"), doc="which saved parameters to start from"
-    )
-    load_model_epoch: int = option(
-        -1,
-        accept_int_string=True,
-        check=lambda v: v >= -1,
-        allowed="an integer: -1 (the newest saved epoch) or a saved epoch >= 0",
-        doc=(
-            'for "latest": the saved epoch to start from (DeepH-pack documents the string "-1"; a'
-            " string holding an integer is accepted)"
-        ),
-    )
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainProcessConfig:
-    """[process.train]: the training loop."""
-
-    max_epoch: int = option(
-        10000, check=at_least(1), allowed="an integer >= 1", resume_ok=True, doc="epochs of training"
-    )
-    multi_way_jit_num: int = option(
-        1,
-        check=at_least(1),
-        allowed="an integer >= 1",
-        resume_ok=True,
-        doc="padded shape buckets of the batches (one compilation each)",
-    )
-    ahead_of_time_compile: bool = option(
-        False, resume_ok=True, doc="compile every bucket before the first step"
-    )
-    compilation_cache_dir: str = option(
-        "",
-        allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path',
-        stages=(),
-        resume_ok=True,
-        doc="JAX's persistent compilation cache, so re-runs and resumed jobs skip most of the compile time",
-        origin="hamflow",
-    )
-    # hamflow addition: exponential moving average of the weights (validation, best/latest saves and
-    # inference use the average; the optimizer keeps its own weights). 0 = off, DeepH-pack's behaviour.
-    ema_decay: float = option(
-        0.0,
-        check=lambda v: 0.0 <= v < 1.0,
-        allowed="a number in [0, 1): 0 switches the moving average off, e.g. 0.999 averages ~1000 steps",
-        doc=(
-            "exponential moving average of the weights, avg <- w avg + (1 - w) weights after "
-            "every step with w = min(ema_decay, (1 + t) / (10 + t)); validation, the saved "
-            "best/latest parameters and inference use the average. 0: off, DeepH-pack's "
-            "behaviour. See [training](training.md#what-is-trained)"
-        ),
-        origin="hamflow",
-    )
-    dataloader: DataloaderConfig = section(DataloaderConfig)
-    optimizer: OptimizerConfig = section(OptimizerConfig)
-    scheduler: SchedulerConfig = section(
-        parser=scheduler_config_from_section, dumper=scheduler_config_to_section
-    )
-    continued: ContinuedConfig = section(ContinuedConfig)
-    drop: DropConfig = section(DropConfig)
-    with_plugin: PluginConfig = section(PluginConfig)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
