@@ -81,8 +81,8 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
 
     from hamflow.config.precision import apply_float_type
     from hamflow.graph.batch import GraphBatch
+    from hamflow.graph.buckets import epoch_batches
     from hamflow.nn.model import count_parameters, init_params
-    from hamflow.train.buckets import epoch_batches
     from hamflow.train.data import open_data, plan_batches
     from hamflow.train.normaliser import fit_normaliser
     from hamflow.train.saved_model import build_network, model_spec
@@ -221,7 +221,7 @@ def wide_synthetic_sizes(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 def padding_rows(store: Any) -> list[dict]:
     """Padding waste with multi_way_jit_num 1 and 4 on the demo set and two synthetic size mixes."""
-    from hamflow.train.buckets import padding_waste, plan_buckets
+    from hamflow.graph.buckets import padding_waste, plan_buckets
 
     kinds = demo_kind_sizes(store)
     heavy = [kinds[kind] for kind, n in ETHANOL_HEAVY_MIX.items() for _ in range(n)]

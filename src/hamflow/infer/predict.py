@@ -7,8 +7,8 @@ H, electrons for Rho). Entries outside ``label_mask`` (orbital slots an atom doe
 graphs the shell pairs whose overlap is below the threshold) are zero. Each structure's blocks are cut
 back to its atoms' orbitals (:func:`hamflow.graph.structure_graph.unpad_edges`).
 
-Batches follow the training code's shape buckets (``multi_way_jit_num`` compiled shapes, each batch
-split over the selected devices along a leading device axis).
+Batches follow the same shape buckets as training (:mod:`hamflow.graph.buckets`: ``multi_way_jit_num``
+compiled shapes, each batch split over the selected devices along a leading device axis).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from hamflow.data.matrix_h5 import BlockMatrix, write_matrix_h5
 from hamflow.errors import DataError
 from hamflow.graph.basis import CommonBasis
 from hamflow.graph.batch import GraphBatch
+from hamflow.graph.buckets import epoch_batches, plan_buckets
 from hamflow.graph.collate import collate
 from hamflow.graph.structure_graph import StructureGraph, unpad_edges
-from hamflow.train.buckets import epoch_batches, plan_buckets
 from hamflow.train.checkpoint import CheckpointInfo, RunLayout
 from hamflow.train.normaliser import Normaliser
 from hamflow.train.saved_model import (

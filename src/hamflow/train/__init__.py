@@ -10,6 +10,6 @@ Entry point: ``run.train(cfg)`` (``hamflow train``), which calls, in order:
   test_pass    the final per-structure test pass: DeepH-pack's ``test-step`` lines in deepx.log and
                ``test_metrics.csv`` (``final_test_pass``)
   step         the pure jittable steps (``make_steps``, ``make_optimizer``, ``TrainState``)
-Around them: checkpoint (atomic, hash-checked), buckets, losses, normaliser, baseline,
+Around them: checkpoint (atomic, hash-checked), losses, normaliser, baseline,
 onsite_baseline, schedules (the learning-rate formulas) and plateau (the reduce-on-plateau rule).
 """

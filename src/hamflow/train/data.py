@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hamflow.errors import ConfigError, DataError
 from hamflow.graph.batch import GraphBatch
-from hamflow.train.buckets import BucketPlan, assign_to_plan, epoch_batches, padding_waste, plan_buckets
+from hamflow.graph.buckets import BucketPlan, assign_to_plan, epoch_batches, padding_waste, plan_buckets
 
 LOG = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from hamflow.errors import HamflowError, Interrupted
 from hamflow.graph.batch import GraphBatch
+from hamflow.graph.buckets import epoch_batches
 from hamflow.train import checkpoint as ckpt
-from hamflow.train.buckets import epoch_batches
 from hamflow.train.data import Batcher, Batches
 from hamflow.train.plateau import plateau_update
 from hamflow.train.run_dir import write_metrics

@@ -28,7 +28,7 @@ import numpy as np
 
 from hamflow.atomic import atomic_write_text
 from hamflow.graph.batch import GraphBatch
-from hamflow.train.buckets import BucketPlan, assign_to_plan
+from hamflow.graph.buckets import BucketPlan, assign_to_plan
 from hamflow.train.checkpoint import RunLayout
 
 LOG = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hamflow.train.buckets import assign_to_plan, epoch_batches, padding_waste, plan_buckets
+from hamflow.graph.buckets import assign_to_plan, epoch_batches, padding_waste, plan_buckets
 
 
 def _sizes(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
