@@ -7,8 +7,9 @@ Modules:
   basis            the common orbital basis (``CommonBasis``, ``common_basis``, ``parse_orbital_types``)
   irreps           the one ``net_irreps`` rule, net types and parity (``check_net_irreps``,
                    ``parse_net_irreps``, ``default_net_irreps``, ``NET_TYPE_ALIASES``, ``check_parity_rule``)
-  batch, collate   the padded ``GraphBatch`` and ``collate``
+  batch            the padded ``GraphBatch``
+  collate          graphs -> one padded ``GraphBatch`` (``collate``)
   buckets          shape buckets for training and inference batches (``plan_buckets``,
                    ``assign_to_plan``, ``epoch_batches``, ``padding_waste``, ``BucketPlan``)
-  neighbours       edges from a periodic neighbour search
+  neighbours       edges from a periodic neighbour search (``neighbour_edges``)
 """

@@ -6,5 +6,7 @@ Modules:
   eagle       the ``eagle`` / ``accurate`` network
   block_head  the Clebsch-Gordan block readout (``BlockReadout``)
   dropout     equivariant dropout of whole irrep channels (``irreps_dropout``, training step only)
-  layers, radial, wigner   building blocks, edge geometry, Wigner D matrices
+  layers      equivariant building blocks (``gate``, ``tensor_product_mul1``, ``EquivariantLayerNorm``)
+  radial      edge geometry and radial features (``edge_geometry``, ``gaussian_basis``)
+  wigner      Wigner D matrices (``wigner_d_standard``, ``irreps_rotation``)
 """
