@@ -71,3 +71,36 @@ def test_level_names(name: str) -> None:
 def test_unknown_level() -> None:
     with pytest.raises(ConfigError, match=r"\[system.log_level\] = 'verbose' is not allowed"):
         configure_logging(None, "verbose")
+
+
+def test_module_loggers_reach_deepx_log(tmp_path: Path) -> None:
+    """The modules log through ``getLogger(__name__)``: children of the package logger whose handler
+    writes deepx.log."""
+    import hamflow.data.validate
+    import hamflow.graph.stage
+    import hamflow.infer.stage
+    import hamflow.train.loop
+
+    log_file = tmp_path / "deepx.log"
+    configure_logging(log_file, "info", console=False)
+    modules = (hamflow.data.validate, hamflow.graph.stage, hamflow.infer.stage, hamflow.train.loop)
+    for module in modules:
+        logging.getLogger(module.__name__).info("from %s", module.__name__)
+    text = log_file.read_text()
+    assert all(f"[INFO] from {module.__name__}" in text for module in modules)
+
+
+def test_modules_name_their_logger_by_module_or_the_package_constant() -> None:
+    """No module names a logger by a string literal: ``getLogger(__name__)`` for records,
+    ``getLogger(LOGGER_NAME)`` for the package logger's handlers."""
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src" / "hamflow"
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger":
+                arg = node.args[0] if node.args else None
+                if not (isinstance(arg, ast.Name) and arg.id in {"__name__", "LOGGER_NAME"}):
+                    found.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert found == []

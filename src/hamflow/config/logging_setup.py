@@ -1,6 +1,7 @@
 """``[system] log_level`` -> Python logging: the run's ``deepx.log`` file and the console.
 
-All hamflow modules log through children of the ``hamflow`` logger (``logging.getLogger(__name__)``).
+All hamflow modules log through a module logger ``LOG = logging.getLogger(__name__)``, a child of the
+``hamflow`` package logger (:data:`LOGGER_NAME`), so the one handler set up here catches them all.
 :func:`configure_logging` attaches ONE handler to it that writes each record at ``log_level`` or above
 to ``deepx.log`` and to the console; remove it when the run ends::
 
@@ -8,7 +9,7 @@ to ``deepx.log`` and to the console; remove it when the run ends::
     try:
         ...
     finally:
-        logging.getLogger("hamflow").removeHandler(handler)
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
         handler.close()
 
 Calling :func:`configure_logging` again replaces the handler it installed before (one run, one log).
@@ -23,6 +24,7 @@ from typing import TextIO
 
 from hamflow.errors import ConfigError
 
+#: the package logger: the handlers live on it; modules log through its children (``__name__``)
 LOGGER_NAME = "hamflow"
 LOG_LEVEL_KEY = "system.log_level"
 LOG_LEVELS = {

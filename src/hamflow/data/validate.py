@@ -46,7 +46,7 @@ from hamflow.data.poscar import Poscar, read_poscar
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE
 from hamflow.errors import ConfigError, DataError, HamflowError
 
-LOGGER = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 DEFAULT_REQUIRED: tuple[str, ...] = ("H", "S")
 """Matrix files a training structure must have when no ``quantities`` are given."""
@@ -590,8 +590,8 @@ def apply_bad_structure_policy(report: ValidationReport, policy: str) -> list[st
             "bad structures out"
         )
     for line in lines:
-        LOGGER.warning("skipping bad %s", line)
-    LOGGER.warning(
+        LOG.warning("skipping bad %s", line)
+    LOG.warning(
         'skipped %d bad structure(s) of %d (on_bad_structure = "skip")', len(lines), report.num_structures
     )
     return list(report.ok)

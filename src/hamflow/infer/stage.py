@@ -235,7 +235,7 @@ def run_inference(
     """
     from hamflow.config.device import parse_device, select_jax_devices
     from hamflow.config.infer_config import dump_infer_config
-    from hamflow.config.logging_setup import configure_logging
+    from hamflow.config.logging_setup import LOGGER_NAME, configure_logging
     from hamflow.config.precision import apply_float_type
     from hamflow.graph.stage import resolve_parallel_num
     from hamflow.train.run_dir import new_run_dir
@@ -270,7 +270,7 @@ def run_inference(
         _write_record(run, result, spec, result.checkpoint)
         return result
     finally:
-        logging.getLogger("hamflow").removeHandler(handler)
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
         handler.close()
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hamflow.atomic import atomic_write_text
+from hamflow.config.logging_setup import LOGGER_NAME, configure_logging
 from hamflow.errors import os_errors
 from hamflow.graph.batch import GraphBatch
 from hamflow.train import checkpoint as ckpt
@@ -148,7 +149,7 @@ def train(
         return _finish(layout, run, stopped, writer=writer)
     finally:
         flag.restore()
-        logging.getLogger("hamflow").removeHandler(handler)
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
         handler.close()
         if lock is not None:
             lock.release()
@@ -167,8 +168,6 @@ def _only_save_graph(cfg: Any) -> TrainResult:
 
 
 def _setup_logging(layout: ckpt.RunLayout, level: str, *, writer: bool) -> logging.Handler:
-    from hamflow.config.logging_setup import configure_logging
-
     return configure_logging(layout.log if writer else None, level)
 
 
