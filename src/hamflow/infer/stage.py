@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from hamflow.errors import DataError
 from hamflow.graph.basis import CommonBasis
 from hamflow.graph.structure_graph import StructureGraph
 from hamflow.train.saved_model import ModelSpec
+
+if TYPE_CHECKING:
+    from hamflow.config.infer_config import InferConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def _inference_graphs(
         yield from (_with_zero_overlap(graphs) if graph_type == "S" else graphs)
 
 
-def inference_store(cfg: Any, ids: Sequence[str], spec: ModelSpec, *, workers: int) -> Path:
+def inference_store(cfg: InferConfig, ids: Sequence[str], spec: ModelSpec, *, workers: int) -> Path:
     """Build (or reuse, when its fingerprint matches) the inference graph store; return its path."""
     from hamflow.graph.stage import graph_dtype, structure_digest
     from hamflow.graph.store import StoreMeta, inputs_fingerprint, read_store_meta, store_path, write_store
@@ -185,7 +188,7 @@ def inference_store(cfg: Any, ids: Sequence[str], spec: ModelSpec, *, workers: i
     return path
 
 
-def select_ids(cfg: Any, ids: Sequence[str] | None) -> list[str]:
+def select_ids(cfg: InferConfig, ids: Sequence[str] | None) -> list[str]:
     """Structure ids under inputs_dir/dft (restricted to ``ids`` when given; unknown ids are an error).
 
     A folder at the structure level that lacks POSCAR or info.json (or a dead symlink) is an error
@@ -226,7 +229,7 @@ def select_ids(cfg: Any, ids: Sequence[str] | None) -> list[str]:
 
 
 def run_inference(
-    cfg: Any, *, run_dir: str | Path | None = None, ids: Sequence[str] | None = None
+    cfg: InferConfig, *, run_dir: str | Path | None = None, ids: Sequence[str] | None = None
 ) -> InferResult:
     """Predict for every structure of ``cfg`` (a resolved InferConfig); see the module docstring.
 
@@ -275,7 +278,7 @@ def run_inference(
 
 
 def _predict_and_write(
-    cfg: Any,
+    cfg: InferConfig,
     spec: ModelSpec,
     store_file: Path,
     output_dir: Path,

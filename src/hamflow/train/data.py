@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -21,6 +21,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hamflow.errors import ConfigError, DataError
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.buckets import BucketPlan, assign_to_plan, epoch_batches, padding_waste, plan_buckets
+
+if TYPE_CHECKING:
+    from hamflow.config.train_config import TrainConfig
+    from hamflow.graph.basis import CommonBasis
+    from hamflow.graph.store import GraphStore
 
 LOG = logging.getLogger(__name__)
 
@@ -36,13 +41,15 @@ class TrainData:
     ``train``, ``validate`` and ``test`` (empty lists for absent parts).
     """
 
-    store: Any
-    basis: Any
+    store: GraphStore
+    basis: CommonBasis
     split: dict[str, list[str]]
     index: dict[str, list[int]]
 
 
-def requested_split(cfg: Any, ids: list[str], split_path: Path | None) -> tuple[dict[str, list[str]], str]:
+def requested_split(
+    cfg: TrainConfig, ids: list[str], split_path: Path | None
+) -> tuple[dict[str, list[str]], str]:
     """The split the configuration and ``--split`` ask for, and the key that asks for it."""
     from hamflow.data.split import load_split, make_split
 
@@ -80,7 +87,7 @@ def check_resumed_split(requested: dict[str, list[str]], key: str, run_split: Pa
 
 
 def open_data(
-    cfg: Any,
+    cfg: TrainConfig,
     graph_store: str | Path | None,
     split_path: str | Path | None,
     run_split: Path | None = None,
@@ -114,7 +121,7 @@ class Batcher:
     """Collates batches of a bucket plan into stacked, device-placed GraphBatches."""
 
     def __init__(
-        self, store: Any, indices: Sequence[int], plan: BucketPlan, devices: list, dtype: Any
+        self, store: GraphStore, indices: Sequence[int], plan: BucketPlan, devices: list, dtype: Any
     ) -> None:
         from hamflow.graph.collate import collate
 
@@ -155,7 +162,7 @@ class Batcher:
         return self.host_batch(bucket, members)
 
 
-def split_sizes(store: Any, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def split_sizes(store: GraphStore, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, edges) of the store's structures at ``indices``."""
     idx = np.asarray(indices, dtype=np.int64)
     return np.asarray(store.num_nodes)[idx], np.asarray(store.num_edges)[idx]
@@ -174,7 +181,7 @@ class Batches:
     steps_per_epoch: int
 
 
-def plan_batches(cfg: Any, data: TrainData, devices: list, label_dtype: Any) -> Batches:
+def plan_batches(cfg: TrainConfig, data: TrainData, devices: list, label_dtype: Any) -> Batches:
     """Plan the shape buckets of the training structures and the batchers of train and validate."""
     tcfg = cfg.process.train
     tr_nodes, tr_edges = split_sizes(data.store, data.index["train"])

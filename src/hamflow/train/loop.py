@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,9 @@ from hamflow.train.run_dir import write_metrics
 from hamflow.train.schedules import schedule_ends_training, schedule_table
 from hamflow.train.state import EpochAccumulator, TrainProgress, save_latest
 from hamflow.train.step import StepMetrics
+
+if TYPE_CHECKING:
+    from hamflow.config.train_config import TrainConfig, TrainProcessConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class Compiled:
 
 
 def fit(
-    cfg: Any,
+    cfg: TrainConfig,
     layout: ckpt.RunLayout,
     progress: TrainProgress,
     compiled: Compiled,
@@ -240,7 +243,7 @@ def _record_epoch(
     )
 
 
-def epoch_rates(tcfg: Any, first_step: int, count: int, total_steps: int) -> np.ndarray:
+def epoch_rates(tcfg: TrainProcessConfig, first_step: int, count: int, total_steps: int) -> np.ndarray:
     """The schedule's learning rate (float32, (count,)) for optimizer steps first_step, ...: numpy,
     the formulas of ``hamflow schedule`` (the plateau scale is applied inside the step)."""
     table = schedule_table(
@@ -252,7 +255,7 @@ def epoch_rates(tcfg: Any, first_step: int, count: int, total_steps: int) -> np.
     return np.asarray([rate for _, rate in table], dtype=np.float32)
 
 
-def progress_bar(cfg: Any, total: int, epoch: int, initial: int, stream: Any = None) -> Any:
+def progress_bar(cfg: TrainConfig, total: int, epoch: int, initial: int, stream: TextIO | None = None) -> Any:
     """The per-batch bar of one epoch on ``stream`` (stderr), or None: with
     ``show_train_process_bar = false``, and when the stream is not a terminal (a SLURM log, a pipe),
     where a bar's carriage-return redraws would only fill the file. The epoch lines are logged either way.

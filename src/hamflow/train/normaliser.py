@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +33,9 @@ from hamflow.atomic import atomic_path
 from hamflow.train.baseline import Baseline, BaselineFit
 from hamflow.train.environment_baseline import EnvironmentBaseline, EnvironmentBaselineFit
 from hamflow.train.onsite_baseline import OnsiteBaseline, OnsiteBaselineFit
+
+if TYPE_CHECKING:
+    from hamflow.graph.batch import GraphBatch
 
 MAX_Z = 119
 # The smallest normalised scale of a block a baseline explains, as a fraction of its scale without
@@ -167,7 +170,7 @@ class Normaliser:
         return total
 
     def physical(
-        self, raw: jnp.ndarray, batch: Any, *, spinful: bool, dtype: Any
+        self, raw: jnp.ndarray, batch: GraphBatch, *, spinful: bool, dtype: Any
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(prediction, scale): the network's normalised output ``raw`` (E, b, b) of one unstacked
         GraphBatch as physical blocks ``raw * scale + offset + baselines`` in ``dtype`` (target units,

@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,11 @@ from hamflow.train.state import (
 )
 from hamflow.train.step import dropout_steps, make_steps
 
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from hamflow.config.train_config import TrainConfig
+
 LOG = logging.getLogger(__name__)
 
 __all__ = [
@@ -78,7 +83,7 @@ class TrainResult:
 
 
 def train(
-    cfg: Any,
+    cfg: TrainConfig,
     *,
     run_dir: str | Path | None = None,
     graph_store: str | Path | None = None,
@@ -158,7 +163,7 @@ def train(
 # ------------------------------------------------------------------------------ the steps of train()
 
 
-def _only_save_graph(cfg: Any) -> TrainResult:
+def _only_save_graph(cfg: TrainConfig) -> TrainResult:
     """``only_save_graph = true``: build the graph store and stop."""
     from hamflow.graph.stage import build_graph_store
 
@@ -185,7 +190,7 @@ def join_slurm_processes() -> bool:
     return True
 
 
-def _runtime(cfg: Any, layout: ckpt.RunLayout, *, joined: bool) -> tuple[Any, list]:
+def _runtime(cfg: TrainConfig, layout: ckpt.RunLayout, *, joined: bool) -> tuple[Any, list]:
     """Float policy, devices (all processes' when joined) and the compilation cache; logged."""
     from hamflow.config.device import parse_device, select_jax_devices
     from hamflow.config.precision import apply_float_type
@@ -202,7 +207,7 @@ def _runtime(cfg: Any, layout: ckpt.RunLayout, *, joined: bool) -> tuple[Any, li
     return policy, devices
 
 
-def _enable_compilation_cache(cfg: Any) -> Path | None:
+def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
     """Point JAX's persistent compilation cache at the run's cache folder (every program cached)."""
     from hamflow.config.train_config import compilation_cache_path
 
@@ -232,7 +237,7 @@ def _record_split(layout: ckpt.RunLayout, data: TrainData, graph_store: Any, *, 
     )
 
 
-def _schedule(cfg: Any, batches: Batches) -> tuple[int, Any]:
+def _schedule(cfg: TrainConfig, batches: Batches) -> tuple[int, Any]:
     """The run's step count (``max_epoch`` x steps per epoch), checked against the schedule, and its
     lr-scale function."""
     from hamflow.train.schedules import learning_rate_scale, validate_against_run
@@ -247,7 +252,7 @@ def _schedule(cfg: Any, batches: Batches) -> tuple[int, Any]:
 
 
 def _compile(
-    cfg: Any, model: Any, spec: ModelSpec, run: RunState, batches: Batches, devices: list
+    cfg: TrainConfig, model: nn.Module, spec: ModelSpec, run: RunState, batches: Batches, devices: list
 ) -> Compiled:
     """Jit the pure train and eval steps, replicate the state over the devices, compile per bucket."""
 
@@ -280,7 +285,7 @@ def _compile(
 
 
 def _test_pass(
-    cfg: Any,
+    cfg: TrainConfig,
     layout: ckpt.RunLayout,
     run: RunState,
     compiled: Compiled,

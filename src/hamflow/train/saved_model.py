@@ -8,13 +8,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hamflow.atomic import atomic_write_text
 from hamflow.config.train_config import neighbour_cutoff, radial_cutoff
 from hamflow.errors import DataError
 from hamflow.train.checkpoint import CheckpointInfo, RunLayout, list_epochs, read_meta, read_payload
 from hamflow.train.normaliser import Normaliser
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from hamflow.config.train_config import TrainConfig
+    from hamflow.graph.basis import CommonBasis
+    from hamflow.graph.store import StoreMeta
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ def load_normaliser(layout: RunLayout) -> Normaliser:
         raise DataError(f"cannot read the target normaliser: {error}", file=layout.normaliser) from None
 
 
-def model_spec(cfg: Any, basis: Any, store_meta: Any) -> ModelSpec:
+def model_spec(cfg: TrainConfig, basis: CommonBasis, store_meta: StoreMeta) -> ModelSpec:
     """The ModelSpec of a training run: ``cfg``'s network over the graph store's basis and metadata.
 
     ``net_irreps = ""`` takes :func:`hamflow.graph.irreps.default_net_irreps`; the irreps are checked
@@ -138,7 +145,7 @@ def model_spec(cfg: Any, basis: Any, store_meta: Any) -> ModelSpec:
     )
 
 
-def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0) -> Any:
+def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0) -> nn.Module:
     """The flax module described by ``spec`` (training, fine-tuning and inference build it alike).
 
     dropout_rate: ``[process.train.drop]``, applied by the training step only (see

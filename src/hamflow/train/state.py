@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,13 @@ from hamflow.train.saved_model import (
     resolve_model_dir,
 )
 from hamflow.train.step import StepMetrics, TrainState, init_opt_state, make_optimizer, upgrade_opt_state_dict
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from hamflow.config.train_config import TrainConfig
+    from hamflow.graph.batch import GraphBatch
+    from hamflow.train.data import TrainData
 
 LOG = logging.getLogger(__name__)
 
@@ -178,7 +185,7 @@ def set_aside(layout: ckpt.RunLayout) -> Path:
     return aside
 
 
-def choose_resume(cfg: Any, layout: ckpt.RunLayout, *, writer: bool) -> ckpt.CheckpointInfo | None:
+def choose_resume(cfg: TrainConfig, layout: ckpt.RunLayout, *, writer: bool) -> ckpt.CheckpointInfo | None:
     """The checkpoint to resume from in ``layout``, or None to start fresh; writes ``model/train.toml``.
 
     A checkpoint written under another configuration (a key not declared ``resume_ok`` differs) is
@@ -220,14 +227,14 @@ def choose_resume(cfg: Any, layout: ckpt.RunLayout, *, writer: bool) -> ckpt.Che
     return resuming
 
 
-def finetune_source(cfg: Any, resuming: ckpt.CheckpointInfo | None) -> ckpt.RunLayout | None:
+def finetune_source(cfg: TrainConfig, resuming: ckpt.CheckpointInfo | None) -> ckpt.RunLayout | None:
     """The run to continue or fine-tune from (``[process.train.continued]``), unless resuming."""
     cont = cfg.process.train.continued
     return resolve_model_dir(cont.previous_output_dir) if cont.enable and resuming is None else None
 
 
 def resolve_spec(
-    cfg: Any, data: Any, source: ckpt.RunLayout | None, layout: ckpt.RunLayout, *, writer: bool
+    cfg: TrainConfig, data: TrainData, source: ckpt.RunLayout | None, layout: ckpt.RunLayout, *, writer: bool
 ) -> ModelSpec:
     """The run's ModelSpec (the source's when continuing: its basis must be this data's); saved."""
     spec = model_spec(cfg, data.basis, data.store.meta)
@@ -261,12 +268,12 @@ class RunState:
 
 
 def restore_or_initialize(
-    cfg: Any,
+    cfg: TrainConfig,
     layout: ckpt.RunLayout,
-    model: Any,
+    model: nn.Module,
     spec: ModelSpec,
-    data: Any,
-    example: Any,
+    data: TrainData,
+    example: GraphBatch,
     *,
     resuming: ckpt.CheckpointInfo | None,
     source: ckpt.RunLayout | None,
@@ -326,7 +333,7 @@ def restore_or_initialize(
 
 
 def _continued(
-    cfg: Any, source: ckpt.RunLayout, info: ckpt.CheckpointInfo, template: dict, params: Any
+    cfg: TrainConfig, source: ckpt.RunLayout, info: ckpt.CheckpointInfo, template: dict, params: Any
 ) -> TrainProgress:
     """Progress continued from ``source``'s optimizer state (``new_optimizer = false``)."""
     cont = cfg.process.train.continued

@@ -9,7 +9,7 @@ the parameters being replicated, so the gradient is the all-device mean.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,11 @@ import optax
 from hamflow.graph.batch import GraphBatch
 from hamflow.train.losses import block_loss, gauge_shift, masked_abs_error_sum
 from hamflow.train.normaliser import Normaliser
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from hamflow.config.train_config import OptimizerConfig
 
 
 class TrainState(NamedTuple):
@@ -77,7 +82,7 @@ def clip_threshold(clip_norm_factor: float) -> float:
     return float(clip_norm_factor) if clip_norm_factor > 0 else float("inf")
 
 
-def make_optimizer(opt_cfg: Any) -> optax.GradientTransformation:
+def make_optimizer(opt_cfg: OptimizerConfig) -> optax.GradientTransformation:
     """optax optimizer of ``[process.train.optimizer]``: every hyper-parameter a runtime value.
 
     sgd: momentum; adam: betas, eps; adamw: betas, eps, weight (decoupled weight decay). The chain
@@ -178,7 +183,7 @@ def _share_loss(
     return loss, masked_abs_error_sum(residual, mask)
 
 
-def dropout_steps(model: Any, rate: float, seed: int) -> dict[str, Any]:
+def dropout_steps(model: nn.Module, rate: float, seed: int) -> dict[str, Any]:
     """The :func:`make_steps` keywords for ``[process.train.drop] dropout_rate`` on a flax ``model``
     built with that rate (hamflow.nn.model.build_model): none when rate is 0 (the step is unchanged)."""
     if rate <= 0:

@@ -21,7 +21,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -30,6 +30,9 @@ from hamflow.atomic import atomic_write_text
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.buckets import BucketPlan, assign_to_plan
 from hamflow.train.checkpoint import RunLayout
+
+if TYPE_CHECKING:
+    from hamflow.graph.store import GraphStore
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def step_lines(result: StructureResult, loss_type: str) -> tuple[str, str]:
 def evaluate_structures(
     eval_fn: Callable[[Any, GraphBatch], Any],
     params: Any,
-    store: Any,
+    store: GraphStore,
     indices: Sequence[int],
     plan: BucketPlan,
 ) -> list[StructureResult]:
@@ -131,7 +134,7 @@ def final_test_pass(
     layout: RunLayout,
     eval_fn: Callable[[Any, GraphBatch], Any],
     params: Any,
-    store: Any,
+    store: GraphStore,
     indices: Sequence[int],
     plan: BucketPlan,
     *,
