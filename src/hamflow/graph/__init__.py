@@ -2,6 +2,7 @@
 
 Modules:
   stage            the graph stage (``build_graph_store``, ``build_graphs``)
+  stage_config     what the graph stage reads of a configuration (``GraphStageConfig``, a Protocol)
   structure_graph  one structure -> one ``StructureGraph``
   store            graph stores in HDF5 (``GraphStore``, ``write_store``, ``read_store_meta``)
   basis            the common orbital basis (``CommonBasis``, ``common_basis``, ``parse_orbital_types``)

@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -41,6 +41,7 @@ from hamflow.data.matrix_h5 import MATRIX_FILES
 from hamflow.data.structure import INFO_FILE, POSCAR_FILE, load_structure
 from hamflow.errors import ConfigError, DataError, HamflowError, Interrupted, os_errors
 from hamflow.graph.basis import CommonBasis, common_basis
+from hamflow.graph.stage_config import GraphStageConfig
 from hamflow.graph.store import (
     GraphStore,
     StoreMeta,
@@ -57,6 +58,9 @@ from hamflow.graph.structure_graph import (
     required_quantities,
     wanted_quantities,
 )
+
+if TYPE_CHECKING:
+    from hamflow.data.validate import ValidationReport
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +165,9 @@ def dataset_spinful(infos: Mapping[str, StructureInfo], ids: Sequence[str]) -> b
     return bool(flags and next(iter(flags)))
 
 
-def graph_settings(cfg: Any, basis: CommonBasis, orbital_map: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+def graph_settings(
+    cfg: GraphStageConfig, basis: CommonBasis, orbital_map: dict[str, tuple[int, ...]]
+) -> dict[str, Any]:
     """The settings a store records and its fingerprint covers.
 
     The TOML keys among them are those declared with ``store=`` in the training schema
@@ -261,7 +267,9 @@ def _describe_mismatch(old: StoreMeta, settings: dict[str, Any], inputs: list[tu
     return f"written by hamflow {old.hamflow_version}"
 
 
-def _ok_ids(cfg: Any, ids: list[str], reports: Sequence[Any] | None, workers: int) -> list[str]:
+def _ok_ids(
+    cfg: GraphStageConfig, ids: list[str], reports: Sequence[ValidationReport] | None, workers: int
+) -> list[str]:
     """Validated ids among ``ids``: from the reports when given, else by validating now."""
     from hamflow.data.validate import ValidationReport, apply_bad_structure_policy, validate_tree
 
@@ -395,7 +403,7 @@ def discovered_candidates(dft_dir: Path, depth: int) -> list[str]:
     return sorted(found.ids + found.incomplete)
 
 
-def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
+def default_shard_path(cfg: GraphStageConfig, shard: tuple[int, int]) -> Path:
     """``inputs_dir/graph/<name>.<type>.<storage>.shard-K-of-N.h5`` (K 0-based)."""
     whole = store_path(
         cfg.data.inputs_dir,
@@ -406,7 +414,7 @@ def default_shard_path(cfg: Any, shard: tuple[int, int]) -> Path:
     return whole.with_name(whole.name.removesuffix(".h5") + f".shard-{shard[0]}-of-{shard[1]}.h5")
 
 
-def open_graph_store(cfg: Any, path: str | Path) -> Any:
+def open_graph_store(cfg: GraphStageConfig, path: str | Path) -> GraphStore:
     """The :class:`~hamflow.graph.store.GraphStore` at ``path`` as training reads it: a disk store lazily,
     with an HDF5 chunk cache of ``data.graph.disk_mem_buffer_size`` MiB in all; a memory store whole."""
     from hamflow.graph.store import GraphStore
@@ -414,7 +422,7 @@ def open_graph_store(cfg: Any, path: str | Path) -> Any:
     return GraphStore.open(path, buffer_mb=int(cfg.data.graph.disk_mem_buffer_size))
 
 
-def validation_check_report(cfg: Any) -> Any:
+def validation_check_report(cfg: GraphStageConfig) -> ValidationReport:
     """``[data.dft] validation_check = true``: validate every structure folder first, as ``hamflow
     validate`` does (the files the graph type reads), on every run, also when the store is reused.
 
@@ -439,12 +447,12 @@ def validation_check_report(cfg: Any) -> Any:
 
 
 def build_graph_store(
-    cfg: Any,
+    cfg: GraphStageConfig,
     *,
     ids: Sequence[str] | None = None,
     out: Path | None = None,
     shard: tuple[int, int] | None = None,
-    reports: Sequence[Any] | None = None,
+    reports: Sequence[ValidationReport] | None = None,
     progress: bool | None = None,
 ) -> Path:
     """Build (or reuse) the graph store of ``cfg`` and return its path.
@@ -502,10 +510,10 @@ def build_graph_store(
 
 
 def _reuse_or_build(
-    cfg: Any,
+    cfg: GraphStageConfig,
     out: Path,
     mine: list[str],
-    reports: Sequence[Any] | None,
+    reports: Sequence[ValidationReport] | None,
     infos: Mapping[str, StructureInfo],
     basis: CommonBasis,
     orbital_map: dict[str, tuple[int, ...]],
