@@ -1,6 +1,6 @@
 """``[system] log_level`` -> Python logging: the run's ``deepx.log`` file and the console.
 
-All hamflow modules log through a module logger ``LOG = logging.getLogger(__name__)``, a child of the
+All hamflow modules log through a module logger, ``logging.getLogger(__name__)``, a child of the
 ``hamflow`` package logger (:data:`LOGGER_NAME`), so the one handler set up here catches them all.
 :func:`configure_logging` attaches ONE handler to it that writes each record at ``log_level`` or above
 to ``deepx.log`` and to the console; remove it when the run ends::
