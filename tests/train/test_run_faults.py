@@ -255,3 +255,32 @@ def test_sigterm_before_the_training_loop_is_reported(h2o_dir: Path, jax_cache: 
     assert "SIGTERM received before the training loop began" in rest
     assert "Traceback" not in rest and "Logging error" not in rest
     assert ckpt.newest_resumable(ckpt.RunLayout(tmp_path / "run")) is None
+
+
+def test_sigterm_during_the_final_test_pass_stops_it_and_a_rerun_does_it(
+    h2o_dir: Path, jax_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job cancelled after the last epoch (a SLURM time limit, a benchmark's deadline) stops in the
+    test pass with the resumable exit code, writes no partial test_metrics.csv and no TRAINING_DONE;
+    the rerun trains nothing, does the pass and finishes."""
+    from hamflow.train import test_pass
+    from hamflow.train.loop import TrainingInterrupted
+
+    original = test_pass.evaluate_structures
+
+    def signalled(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded by the run's handler, seen before a structure
+        return original(*args, **kwargs)
+
+    cfg = tiny_config(h2o_dir, tmp_path, jax_cache, **{"process.train.max_epoch": 1})
+    layout = ckpt.RunLayout(tmp_path / "run")
+    monkeypatch.setattr(test_pass, "evaluate_structures", signalled)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_run.train(cfg, run_dir=layout.root)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert not layout.test_metrics.exists() and not layout.done.exists()
+    assert ckpt.newest_resumable(layout) is not None  # the last epoch is saved
+    monkeypatch.setattr(test_pass, "evaluate_structures", original)
+    train_run.train(cfg, run_dir=layout.root)
+    assert layout.test_metrics.is_file() and layout.done.is_file()
+    assert "test pass interrupted" in (layout.root / "deepx.log").read_text()

@@ -148,9 +148,13 @@ def train(
         finally:
             flag.restore()
         save_latest(layout, run.progress, keep=cfg.data.model_save.latest_num)
-        _test_pass(
-            cfg, layout, run, compiled, data, batches, trained=run.progress.epoch > first_epoch, writer=writer
-        )
+        # a signal during the test pass stops it (nothing written) and the run, as in the loop
+        flag.signum = None
+        flag.install()
+        trained = run.progress.epoch > first_epoch
+        _test_pass(cfg, layout, run, compiled, data, batches, trained=trained, writer=writer, flag=flag)
+        if flag.signum is not None:
+            raise TrainingInterrupted(flag.signum, layout.root)
         return _finish(layout, run, stopped, writer=writer)
     finally:
         flag.restore()
@@ -294,10 +298,12 @@ def _test_pass(
     *,
     trained: bool,
     writer: bool,
+    flag: SignalFlag,
 ) -> None:
     """The final test pass (:mod:`hamflow.train.test_pass`): DeepH-pack's ``test-step`` lines in
     ``deepx.log`` and ``test_metrics.csv``, after every run that trained an epoch, or when the run
-    has no ``test_metrics.csv`` yet (a rerun of a finished run writes no second pass)."""
+    has no ``test_metrics.csv`` yet (a rerun of a finished run writes no second pass, one whose pass
+    a signal stopped does it). Stops before the next structure once ``flag`` records a signal."""
     if not writer or not (trained or not layout.test_metrics.is_file()):
         return
     from hamflow.train.test_pass import final_test_pass
@@ -310,6 +316,7 @@ def _test_pass(
         data.index["test"],
         batches.plan,
         loss_type=cfg.model.loss_type,
+        stop=lambda: flag.signum is not None,
     )
 
 

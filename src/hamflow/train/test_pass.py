@@ -70,8 +70,10 @@ def evaluate_structures(
     store: GraphStore,
     indices: Sequence[int],
     plan: BucketPlan,
-) -> list[StructureResult]:
-    """Evaluate each structure ``store.get(i)`` for i in ``indices`` alone, in that order.
+    stop: Callable[[], bool] | None = None,
+) -> list[StructureResult] | None:
+    """Evaluate each structure ``store.get(i)`` for i in ``indices`` alone, in that order; None as
+    soon as ``stop()`` holds (checked before each structure: a signal arrived).
 
     eval_fn(params, stacked_batch) -> StepMetrics (``make_steps``' eval step, jitted). Each structure is
     padded to the shape of the training ``plan``'s bucket it fits (one compile per bucket used), with a
@@ -85,6 +87,8 @@ def evaluate_structures(
     bucket_of = {int(m): b for b, group in enumerate(placed.groups) for m in group}
     results = []
     for position, index in enumerate(indices):
+        if stop is not None and stop():
+            return None
         shape = placed.shapes[bucket_of[position]]
         graph = store.get(int(index))
         batch = collate(
@@ -139,10 +143,12 @@ def final_test_pass(
     plan: BucketPlan,
     *,
     loss_type: str,
-) -> list[StructureResult]:
+    stop: Callable[[], bool] | None = None,
+) -> list[StructureResult] | None:
     """Evaluate the test structures (best model if saved, else ``params``), log their ``test-step``
     lines and write ``test_metrics.csv``. Nothing when the test part is empty, or with several
-    processes (a multi-node run: use ``hamflow test`` afterwards)."""
+    processes (a multi-node run: use ``hamflow test`` afterwards). None, and nothing written, when
+    ``stop()`` holds before a structure (a signal: a rerun does the whole pass)."""
     if not len(indices):
         return []
     if jax.process_count() > 1:
@@ -155,7 +161,10 @@ def final_test_pass(
     if read_meta(layout.best) is not None:
         params = load_params(find_params(layout, "best"), jax.device_get(params))
         which = "best model"
-    results = evaluate_structures(eval_fn, params, store, indices, plan)
+    results = evaluate_structures(eval_fn, params, store, indices, plan, stop)
+    if results is None:
+        LOG.info("test pass interrupted: nothing written; a rerun of the same command does it")
+        return None
     LOG.info("test pass: %d structure(s), %s", len(results), which)
     for result in results:
         for line in step_lines(result, loss_type):
