@@ -191,7 +191,7 @@ INVALID = [
     ({**WSD_OK, "decay_type": "exp"}, "decay_type", 'allowed: "inverse_linear", "cosine", "linear"'),
     ({**WSD_OK, "decay_type": 1}, "decay_type", "wrong type (integer)"),
     ({**WSD_OK, "stop_lr": 0.0}, "stop_lr", 'must be > 0 for type = "wsd"'),
-    ({**WSD_OK, "stop_lr": -1e-6}, "stop_lr", "allowed: a number >= 0"),
+    ({**WSD_OK, "stop_lr": -1e-6}, "stop_lr", "allowed: a number in [0, start_lr] (wsd: > 0)"),
     # the errors shared with exp / cosine
     ({"type": "wsd", "stop_lr": 1e-6}, "start_lr", 'is required for type = "wsd"'),
     ({**WSD_OK, "start_lr": 0.0}, "start_lr", "allowed: a number > 0"),

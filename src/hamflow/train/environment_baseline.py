@@ -127,31 +127,16 @@ class EnvironmentBaseline:
         onehot = jnp.logical_and(species_j[:, None] == jnp.arange(n_species)[None, :], offsite[:, None])
         contrib = onehot[:, :, None, None] * radial[:, None, :, None] * sh[:, None, None, :]
         density = jax.ops.segment_sum(contrib, edge_src, num_segments=num_nodes)  # (N, S+1, K, LM)
-        values = _edge_values(
-            jnp.asarray(self.weights),
-            shell_ls,
-            species_i,
-            species_j,
-            density[edge_src],
-            density[edge_dst],
-            safe,
-            sh,
-        )
-        blocks = components_to_blocks(jnp.where(offsite[:, None, None], values, 0.0), shell_ls)
-        if self.pseudo_weights is None or not _components(shell_ls, forbidden=True):
-            return blocks
-        pseudo = _edge_values(
-            jnp.asarray(self.pseudo_weights),
-            shell_ls,
-            species_i,
-            species_j,
-            density[edge_src],
-            density[edge_dst],
-            safe,
-            sh,
-            pseudo=True,
-        )
-        return blocks + components_to_blocks(jnp.where(offsite[:, None, None], pseudo, 0.0), shell_ls, True)
+        terms = [(self.weights, False)]
+        if self.pseudo_weights is not None and _components(shell_ls, forbidden=True):
+            terms.append((self.pseudo_weights, True))
+        blocks = 0.0
+        for weights, pseudo in terms:  # the polar components, then the parity-(-1)^(L+1) ones
+            ends = (species_i, species_j, density[edge_src], density[edge_dst])
+            values = _edge_values(jnp.asarray(weights), shell_ls, *ends, safe, sh, pseudo)
+            values = jnp.where(offsite[:, None, None], values, 0.0)
+            blocks = blocks + components_to_blocks(values, shell_ls, pseudo)
+        return blocks
 
 
 def _edge_values(
