@@ -319,7 +319,7 @@ INVALID = [
     ({**COS_OK, "stop_lr_ratio": 1e-3}, "stop_lr_ratio", "are mutually exclusive"),
     ({"type": "exp", "start_lr": 1e-3, "stop_lr_ratio": 0.0}, "stop_lr_ratio", "a number in (0, 1]"),
     ({"type": "exp", "start_lr": 1e-3, "stop_lr_ratio": 1.5}, "stop_lr_ratio", "a number in (0, 1]"),
-    ({**EXP_OK, "stop_lr": -1e-6}, "stop_lr", "allowed: a number >= 0"),
+    ({**EXP_OK, "stop_lr": -1e-6}, "stop_lr", "allowed: a number in [0, start_lr]"),
     ({**EXP_OK, "stop_lr": 1e-2}, "stop_lr", "is above start_lr"),
     ({**EXP_OK, "warmup_steps": 10, "warmup_ratio": 0.1}, "warmup_ratio", "are mutually exclusive"),
     ({**EXP_OK, "warmup_ratio": 1.0}, "warmup_ratio", "a number in [0, 1)"),
