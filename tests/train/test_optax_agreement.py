@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from optax_reference import plateau_scales_with_optax
 
-from hamflow.train.plateau import plateau_init, plateau_update
 from hamflow.train.schedules import schedule_table, scheduler_config_from_section
 
 
@@ -45,34 +45,17 @@ def test_warmup_cosine_decay_equals_optax(warmup, decay, init_scale, end_scale):
 
 def test_per_epoch_plateau_equals_optax_with_accumulation_one():
     """accum_size = -1 (DeepH-pack's default): one call per epoch, each call one evaluation."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    factor, patience, rtol, cooldown = 0.7, 3, 0.01, 2
     cfg = scheduler_config_from_section(
         {
             "type": "reduce_on_plateau",
-            "factor": factor,
-            "patience": patience,
-            "rtol": rtol,
-            "cooldown": cooldown,
+            "factor": 0.7,
+            "patience": 3,
+            "rtol": 0.01,
+            "cooldown": 2,
             "accum_size": -1,
         }
     )
-    transform = optax.contrib.reduce_on_plateau(
-        factor=factor, patience=patience, rtol=rtol, cooldown=cooldown, accumulation_size=1
-    )
-    params = {"w": jnp.zeros(())}
-    update = jax.jit(lambda state, value: transform.update(params, state, params, value=value)[1])
-    theirs_state = transform.init(params)
     values = (np.linspace(1.5, 1.0, 80) + np.random.default_rng(3).uniform(0.0, 0.3, 80)).astype(np.float32)
-    ours_state = plateau_init()
-    ours, theirs = [], []
-    for value in values.tolist():
-        ours_state = plateau_update(ours_state, value, cfg, steps_per_epoch=7)
-        theirs_state = update(theirs_state, value)
-        ours.append(ours_state.scale)
-        theirs.append(float(theirs_state.scale))
+    ours, theirs = plateau_scales_with_optax(cfg, values, accumulation=1, steps_per_epoch=7)
     assert len(set(ours)) >= 3  # reductions happened
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from optax_reference import plateau_scales_with_optax
 
 from hamflow.errors import ConfigError
 from hamflow.train.schedules import (
@@ -104,27 +105,10 @@ def test_min_learning_rate_scale_ends_training_after_enough_reductions():
 
 
 def test_agrees_with_optax_reduce_on_plateau():
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    factor, patience, rtol, cooldown, accum = 0.5, 2, 0.05, 1, 4
-    cfg = plateau_cfg(factor=factor, patience=patience, rtol=rtol, cooldown=cooldown, accum_size=accum)
-    transform = optax.contrib.reduce_on_plateau(
-        factor=factor, patience=patience, rtol=rtol, cooldown=cooldown, accumulation_size=accum
-    )
-    params = {"w": jnp.zeros(())}
-    optax_state = transform.init(params)
-    update = jax.jit(lambda opt_state, value: transform.update(params, opt_state, params, value=value)[1])
+    cfg = plateau_cfg(factor=0.5, patience=2, rtol=0.05, cooldown=1, accum_size=4)
     # A slowly decreasing noisy loss: improvements, plateaus and reductions all happen.
     rng = np.random.default_rng(7)
     values = (np.linspace(2.0, 1.0, 160) + rng.uniform(0.0, 0.4, 160)).astype(np.float32)
-    state = plateau_init()
-    ours, theirs = [], []
-    for value in values.tolist():
-        state = plateau_update(state, value, cfg, steps_per_epoch=1)
-        optax_state = update(optax_state, value)
-        ours.append(state.scale)
-        theirs.append(float(optax_state.scale))
+    ours, theirs = plateau_scales_with_optax(cfg, values, accumulation=4, steps_per_epoch=1)
     assert len(set(ours)) >= 3  # at least two reductions happened
     assert ours == theirs
