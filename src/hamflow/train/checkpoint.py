@@ -79,11 +79,10 @@ def read_payload(folder: Path, template: Any, upgrade: Callable[[Any, Any], Any]
         raise DataError("checkpoint is incomplete or corrupt (hash mismatch)", file=folder)
     data = (folder / meta["payload"]).read_bytes()
     try:
-        if upgrade is None:
-            return serialization.from_bytes(template, data)
         saved = serialization.msgpack_restore(data)
-        fresh = serialization.to_state_dict(template)
-        return serialization.from_state_dict(template, upgrade(saved, fresh))
+        if upgrade is not None:
+            saved = upgrade(saved, serialization.to_state_dict(template))
+        return serialization.from_state_dict(template, saved)
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"checkpoint does not match this model/optimizer: {error}", file=folder) from None
 
