@@ -79,6 +79,7 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "process.train.continued.load_model_type": "latest",
     "process.train.continued.load_model_epoch": -1,
     "process.train.ema_decay": 0.0,  # hamflow addition
+    "model.advanced.spin_orbit": True,  # hamflow addition (spinful data only)
 }
 
 # The keys of DeepH-pack's newer template (deeph-pack-newer-keys.md) with the template's defaults,

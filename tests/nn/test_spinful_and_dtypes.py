@@ -24,7 +24,7 @@ POSITIONS, NUMBERS = CLUSTER_POSITIONS[:4], CLUSTER_NUMBERS[:4]
 
 @pytest.fixture(scope="module")
 def spinful():
-    model = build_model("sparrow", SHELLS, **SETTINGS, spinful=True)
+    model = build_model("sparrow", SHELLS, **SETTINGS, spinful=True, spin_orbit=False)
     batch = molecule_batch(POSITIONS, NUMBERS, 2 * BASIS_SIZE)
     return model, init_params(model, batch, seed=1), batch
 

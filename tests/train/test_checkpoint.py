@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from hamflow.errors import DataError
 from hamflow.train import checkpoint as ckpt
 
 WRITER = """
@@ -36,6 +38,15 @@ def test_round_trip_and_pruning(tmp_path: Path) -> None:
     assert info is not None and info.epoch == 3
     back = ckpt.read_payload(info.path, params)
     np.testing.assert_array_equal(back["b"]["c"], params["b"]["c"])
+
+
+def test_a_checkpoint_of_another_shape_is_refused_not_loaded(tmp_path: Path) -> None:
+    layout = ckpt.RunLayout(tmp_path)
+    ckpt.save_latest(layout, 1, {"w": np.zeros((3, 2))}, {"s": np.asarray(1)}, {"epoch": 1}, keep=2)
+    info = ckpt.newest_resumable(layout)
+    assert info is not None
+    with pytest.raises(DataError, match=r"\['w'\] has shape \(3, 2\), the model \(4, 2\)"):
+        ckpt.read_payload(info.path, {"w": np.zeros((4, 2))})
 
 
 def test_corrupted_payload_is_not_trusted(tmp_path: Path) -> None:

@@ -81,6 +81,13 @@ class AdvancedConfig:
         True,
         doc="equivariance under inversion too; false allows even irreps only and must be false for eagle",
     )
+    spin_orbit: bool = option(
+        True,
+        doc="spinful data: the readout H0 (x) 1 + i T . sigma rotates spin with the orbitals and is "
+        "time-reversal even (spin-orbit-coupled, non-magnetic data); false treats spin as invariant "
+        "(uu, ud, du, dd four orbital blocks: collinear-spin data). No effect on spinless data",
+        origin="hamflow",
+    )
     standardize_gauge: bool = option(
         False,
         stages=("train", "evaluate"),

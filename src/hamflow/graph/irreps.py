@@ -52,14 +52,27 @@ NET_TYPE_ALIASES = {"normal": "sparrow", "accurate": "eagle"}
 MULTIPLICITY_STEP = 8
 
 
-def _block_irrep_counts(basis: CommonBasis, *, consider_parity: bool) -> Counter[tuple[int, int]]:
-    """{(L, parity): number of ordered shell pairs whose block contains that irrep}."""
+def spin_vector_ls(big_l: int) -> range:
+    """The L' of L (x) 1: the irreps that the spin-vector part of a block component L couples to."""
+    return range(abs(big_l - 1), big_l + 2)
+
+
+def _block_irrep_counts(
+    basis: CommonBasis, *, consider_parity: bool, spin_orbit: bool = False
+) -> Counter[tuple[int, int]]:
+    """{(L, parity): number of ordered shell pairs whose block contains that irrep}.
+
+    ``spin_orbit``: spinful blocks with the spin-orbit readout (hamflow.nn.block_head) also need, for
+    each block irrep L, the irreps L' of L (x) 1 of their spin-vector part (same parity: spin is axial).
+    """
     counts: Counter[tuple[int, int]] = Counter()
     for l1 in basis.shell_ls:
         for l2 in basis.shell_ls:
             parity = (-1) ** (l1 + l2) if consider_parity else 1
             for big_l in range(abs(l1 - l2), l1 + l2 + 1):
                 counts[(big_l, parity)] += 1
+                for coupled in spin_vector_ls(big_l) if spin_orbit else ():
+                    counts[(coupled, parity)] += 1
     return counts
 
 
@@ -89,10 +102,13 @@ def check_parity_rule(net_type: str, consider_parity: bool) -> None:
         )
 
 
-def default_net_irreps(basis: CommonBasis, *, consider_parity: bool, net_type: str) -> str:
+def default_net_irreps(
+    basis: CommonBasis, *, consider_parity: bool, net_type: str, spin_orbit: bool = False
+) -> str:
     """The ``net_irreps`` used when the TOML leaves it empty, derived from the common basis.
 
-    L runs over 0..2 x max l. With parity (sparrow only; eagle is always even) each L carries the
+    L runs over 0..2 x max l (0..2 x max l + 1 with ``spin_orbit``: the spin-vector part of the blocks).
+    With parity (sparrow only; eagle is always even) each L carries the
     parities the blocks need plus the natural parity (-1)^L of the edge's spherical harmonics.
     Multiplicity of each (L, parity): the larger of the network type's base value for L (sparrow
     64/32/16/8, eagle 128/64/32/16 for L = 0/1/2/>=3) and the number of shell pairs needing it,
@@ -100,10 +116,10 @@ def default_net_irreps(basis: CommonBasis, *, consider_parity: bool, net_type: s
     """
     name = canonical_net_type(net_type)
     with_parity = consider_parity and name == "sparrow"
-    needed = _block_irrep_counts(basis, consider_parity=with_parity)
+    needed = _block_irrep_counts(basis, consider_parity=with_parity, spin_orbit=spin_orbit)
     base = BASE_MULTIPLICITY[name]
     parts: list[tuple[int, tuple[int, int]]] = []
-    for big_l in range(2 * max(basis.max_l, 0) + 1):
+    for big_l in range(2 * max(basis.max_l, 0) + 1 + int(spin_orbit)):
         parities = {p for (l, p) in needed if l == big_l}
         parities.add((-1) ** big_l if with_parity else 1)
         for parity in sorted(parities, reverse=True):
@@ -177,9 +193,13 @@ def reachable_irreps(features: e3nn.Irreps) -> set[e3nn.Irrep]:
     return set(distinct) | {out for ir in distinct for v in vectors for out in ir * v}
 
 
-def _block_irreps_needed(shell_ls: Sequence[int], *, consider_parity: bool) -> list[e3nn.Irrep]:
+def _block_irreps_needed(
+    shell_ls: Sequence[int], *, consider_parity: bool, spin_orbit: bool = False
+) -> list[e3nn.Irrep]:
     """Distinct irreps (sorted) the blocks of the shells ``shell_ls`` need."""
-    counts = _block_irrep_counts(CommonBasis(tuple(sorted(shell_ls))), consider_parity=consider_parity)
+    counts = _block_irrep_counts(
+        CommonBasis(tuple(sorted(shell_ls))), consider_parity=consider_parity, spin_orbit=spin_orbit
+    )
     return sorted(e3nn.Irrep(big_l, p) for big_l, p in counts)
 
 
@@ -189,8 +209,12 @@ def check_net_irreps(
     *,
     consider_parity: bool,
     net_type: str = "sparrow",
+    spin_orbit: bool = False,
 ) -> e3nn.Irreps:
     """The one rule for ``net_irreps``: parse it, then check the readout can build every block of ``basis``.
+
+    ``spin_orbit``: the blocks are spinful with the spin-orbit readout, whose spin-vector part needs
+    the irreps L' of L (x) 1 too (e.g. 5e for d-d blocks).
 
     ``basis`` is the common orbital basis (or its shell l values in any order). Accepted: any irreps
     from which :func:`reachable_irreps` covers every (L, parity) of the blocks, e.g. DeepH-pack's
@@ -203,18 +227,21 @@ def check_net_irreps(
     shells = tuple(int(l) for l in (basis.shell_ls if isinstance(basis, CommonBasis) else basis))
     missing = [
         ir
-        for ir in _block_irreps_needed(shells, consider_parity=consider_parity)
+        for ir in _block_irreps_needed(shells, consider_parity=consider_parity, spin_orbit=spin_orbit)
         if ir not in reachable_irreps(irreps)
     ]
     if missing:
         common = CommonBasis(tuple(sorted(shells)))
         vectors = readout_vector_irreps(irreps)
         via = f" and their products with {'+'.join(map(str, vectors))}" if vectors else ""
-        working = default_net_irreps(common, consider_parity=consider_parity, net_type=net_type)
+        working = default_net_irreps(
+            common, consider_parity=consider_parity, net_type=net_type, spin_orbit=spin_orbit
+        )
+        spin = " with the spin-orbit readout (model.advanced.spin_orbit)" if spin_orbit else ""
         raise ConfigError(
             NET_IRREPS_KEY,
             f"= {toml_repr(text)} cannot build {'+'.join(map(str, missing))}, needed by the blocks of the "
-            f"orbital basis {common.to_string()} (the readout reaches the irreps of net_irreps{via}); "
+            f"orbital basis {common.to_string()}{spin} (the readout reaches the irreps of net_irreps{via}); "
             f"a working value: {toml_repr(working)}",
         )
     return irreps

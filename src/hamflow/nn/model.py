@@ -38,6 +38,7 @@ class HamiltonianNetwork(nn.Module):
     shell_ls: tuple[int, ...]
     parity: bool
     spinful: bool = False
+    spin_orbit: bool = False
     dropout_rate: float = 0.0
 
     @nn.compact
@@ -47,7 +48,12 @@ class HamiltonianNetwork(nn.Module):
             node_key, edge_key = jax.random.split(self.make_rng("dropout"))
             nodes = irreps_dropout(nodes, self.dropout_rate, node_key)
             edges = irreps_dropout(edges, self.dropout_rate, edge_key)
-        head = {"shell_ls": self.shell_ls, "parity": self.parity, "spinful": self.spinful}
+        head = {
+            "shell_ls": self.shell_ls,
+            "parity": self.parity,
+            "spinful": self.spinful,
+            "spin_orbit": self.spin_orbit,
+        }
         onsite_blocks = BlockReadout(**head, name="onsite_head")(nodes)
         offsite_blocks = BlockReadout(**head, name="offsite_head")(edges)
         onsite = jnp.asarray(batch.edge_onsite)[:, None, None]
@@ -71,13 +77,16 @@ def build_model(
     rmax: float,
     consider_parity: bool,
     spinful: bool = False,
+    spin_orbit: bool = True,
     dtype: Any = jnp.float32,
     dropout_rate: float = 0.0,
 ) -> nn.Module:
     """The network for ``net_type`` (sparrow/normal, eagle/accurate) over the common basis ``shell_ls``.
 
     ``module.apply(params, batch)`` returns (E, B, B) real blocks (eV for H), or (E, 2B, 2B) complex
-    when ``spinful``. Initialise with ``jax.jit(module.init)(key, batch)``; params are float32 whatever
+    when ``spinful``: with ``spin_orbit`` (the default) covariant under spin rotation and time-reversal
+    even (H0 (x) 1 + i T . sigma, see hamflow.nn.block_head), else spin treated as invariant.
+    Initialise with ``jax.jit(module.init)(key, batch)``; params are float32 whatever
     the compute ``dtype``. ``rmax``: the radial cutoff in Angstrom, as resolved by
     :func:`hamflow.config.train_config.radial_cutoff` (ValueError unless > 0). Raises ConfigError for
     an unknown net_type, eagle with consider_parity, odd irreps without parity, a non-positive
@@ -95,7 +104,10 @@ def build_model(
         raise ConfigError(
             "data.graph.common_orbital_types", f"= {list(shell_ls)!r}; needs shells with l >= 0"
         )
-    irreps = check_net_irreps(net_irreps, shells, consider_parity=consider_parity, net_type=kind)
+    with_spin_orbit = bool(spinful) and bool(spin_orbit)
+    irreps = check_net_irreps(
+        net_irreps, shells, consider_parity=consider_parity, net_type=kind, spin_orbit=with_spin_orbit
+    )
 
     backbone_class = Sparrow if kind == "sparrow" else Eagle
     backbone = backbone_class(
@@ -118,6 +130,7 @@ def build_model(
         shell_ls=shells,
         parity=bool(consider_parity),
         spinful=bool(spinful),
+        spin_orbit=with_spin_orbit,
         dropout_rate=float(dropout_rate),
     )
 

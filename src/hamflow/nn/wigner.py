@@ -53,6 +53,26 @@ def basis_rotation(shell_ls: Sequence[int], rotation: np.ndarray) -> np.ndarray:
     return scipy.linalg.block_diag(*blocks) if blocks else np.zeros((0, 0))
 
 
+PAULI = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128)
+
+
+def spin_rotation(rotation: np.ndarray) -> np.ndarray:
+    """(2, 2) SU(2) matrix U of a (3, 3) Cartesian rotation: U sigma_k U^dagger = sum_j R_jk sigma_j.
+
+    Spin is axial: an improper ``rotation`` (det = -1) acts through its proper part -R (inversion
+    leaves spin alone). U is fixed up to the sign of SU(2)'s double cover, which cancels in U H U^dagger.
+    """
+    det = float(np.sign(np.linalg.det(rotation)))
+    x, y, z, w = Rotation.from_matrix(det * np.asarray(rotation, np.float64)).as_quat()
+    return w * np.eye(2) - 1j * np.einsum("a,aij->ij", [x, y, z], PAULI)
+
+
+def spinful_basis_rotation(shell_ls: Sequence[int], rotation: np.ndarray) -> np.ndarray:
+    """(2B, 2B) complex kron(U, D) for spinful blocks [[uu, ud], [du, dd]] (spin outer, orbitals inner):
+    with spin-orbit coupling a block rotates as M H M^dagger, M = kron(spin_rotation, basis_rotation)."""
+    return np.kron(spin_rotation(rotation), basis_rotation(shell_ls, rotation))
+
+
 def irreps_rotation(irreps: e3nn.Irreps | str, rotation: np.ndarray) -> np.ndarray:
     """(dim, dim) block-diagonal D of features with these irreps in the standard-harmonic basis.
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 from flax import serialization
 
 from hamflow.atomic import atomic_dir
@@ -82,9 +84,26 @@ def read_payload(folder: Path, template: Any, upgrade: Callable[[Any, Any], Any]
         saved = serialization.msgpack_restore(data)
         if upgrade is not None:
             saved = upgrade(saved, serialization.to_state_dict(template))
-        return serialization.from_state_dict(template, saved)
+        restored = serialization.from_state_dict(template, saved)
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"checkpoint does not match this model/optimizer: {error}", file=folder) from None
+    _check_same_shapes(template, restored, folder)
+    return restored
+
+
+def _check_same_shapes(template: Any, restored: Any, folder: Path) -> None:
+    """DataError when a restored array's shape is not the template's (from_state_dict does not check:
+    a checkpoint of another architecture with the same parameter names would load silently)."""
+    paths = jax.tree_util.tree_flatten_with_path(template)[0]
+    for (path, expected), got in zip(paths, jax.tree_util.tree_leaves(restored), strict=True):
+        want, have = np.shape(expected), np.shape(got)
+        if want != have:
+            name = jax.tree_util.keystr(path)
+            raise DataError(
+                f"checkpoint does not match this model/optimizer: {name} has shape {have}, the model "
+                f"{want} (written by another architecture or setting, e.g. model.advanced.spin_orbit)",
+                file=folder,
+            )
 
 
 def list_epochs(parent: Path) -> list[CheckpointInfo]:

@@ -39,6 +39,8 @@ class ModelSpec:
     target_type: str
     elements_orbital_map: dict[str, tuple[int, ...]]
     float_type: str
+    # model.json files written before the spin-orbit readout existed lack the field: spin invariant
+    spin_orbit: bool = False
 
     @property
     def radial_cutoff(self) -> float:
@@ -127,10 +129,13 @@ def model_spec(cfg: TrainConfig, basis: CommonBasis, store_meta: StoreMeta) -> M
     from hamflow.graph.irreps import check_net_irreps, default_net_irreps
 
     adv = cfg.model.advanced
+    spin_orbit = bool(store_meta.spinful) and bool(adv.spin_orbit)
     irreps = adv.net_irreps or default_net_irreps(
-        basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type
+        basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type, spin_orbit=spin_orbit
     )
-    check_net_irreps(irreps, basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type)
+    check_net_irreps(
+        irreps, basis, consider_parity=adv.consider_parity, net_type=cfg.model.net_type, spin_orbit=spin_orbit
+    )
     return ModelSpec(
         net_type=cfg.model.net_type,
         shell_ls=tuple(int(l) for l in basis.shell_ls),
@@ -142,6 +147,7 @@ def model_spec(cfg: TrainConfig, basis: CommonBasis, store_meta: StoreMeta) -> M
         target_type=cfg.model.target_type,
         elements_orbital_map={k: tuple(v) for k, v in store_meta.elements_orbital_map.items()},
         float_type=cfg.system.float_type,
+        spin_orbit=spin_orbit,
     )
 
 
@@ -161,6 +167,7 @@ def build_network(spec: ModelSpec, compute_dtype: Any, dropout_rate: float = 0.0
         rmax=spec.radial_cutoff,
         consider_parity=spec.consider_parity,
         spinful=spec.spinful,
+        spin_orbit=spec.spin_orbit,
         dtype=compute_dtype,
         dropout_rate=dropout_rate,
     )
