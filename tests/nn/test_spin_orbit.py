@@ -92,3 +92,27 @@ def test_the_irreps_rule_asks_for_the_spin_vector_irreps() -> None:
     check_net_irreps(natural, SHELLS, consider_parity=True)  # enough without spin-orbit
     with pytest.raises(ConfigError, match=r"5e.*spin-orbit"):
         check_net_irreps(natural, SHELLS, consider_parity=True, spin_orbit=True)
+
+
+def test_eagle_spinful_blocks_rotate_with_the_spin_and_orbital_matrices() -> None:
+    shells, size = (0, 1), 4
+    model = build_model(
+        "eagle",
+        shells,
+        net_irreps="8x0e+4x1e+4x2e+2x3e",
+        num_blocks=1,
+        rmax=4.0,
+        consider_parity=False,
+        spinful=True,
+    )
+    batch = molecule_batch(POSITIONS, NUMBERS, 2 * size)
+    params = init_params(model, batch, seed=5)
+    apply = jax.jit(model.apply)
+    blocks = np.asarray(apply(params, batch), np.complex128)[batch.edge_mask]
+    rotation = random_rotation(11)
+    rotated_batch = molecule_batch(POSITIONS @ rotation.T, NUMBERS, 2 * size)
+    rotated = np.asarray(apply(params, rotated_batch), np.complex128)[rotated_batch.edge_mask]
+    m = spinful_basis_rotation(shells, rotation)
+    scale = np.abs(blocks).max()
+    assert np.abs(blocks[:, :size, size:]).max() > 1e-3 * scale
+    assert np.abs(m @ blocks @ m.conj().T - rotated).max() < 2e-5 * max(scale, 1.0)
