@@ -321,8 +321,10 @@ def restore_or_initialize(
     progress = TrainProgress(state=state)
     template = state_tree(state, progress.plateau, progress.best_loss, progress.partial)
     if resuming is not None:
-        restored = ckpt.read_payload(layout.states / f"epoch_{resuming.epoch}", template, _upgrade_state)
         params = ckpt.read_payload(resuming.path, params)
+        restored = ckpt.read_payload(
+            layout.states / f"epoch_{resuming.epoch}", template, _upgrade_state, check_shapes=False
+        )
         state, plateau, best_loss, partial = from_state_tree(restored, params)
         rows, offset = _restored_metrics(layout.metrics, resuming.epoch)
         progress = TrainProgress(state, plateau, resuming.epoch, best_loss, partial, rows, offset)
@@ -342,7 +344,9 @@ def _continued(
         raise DataError(
             "no optimizer state saved to continue from (set new_optimizer = true)", file=source.states
         )
-    restored = ckpt.read_payload(source.states / f"epoch_{src_info.epoch}", template, _upgrade_state)
+    restored = ckpt.read_payload(
+        source.states / f"epoch_{src_info.epoch}", template, _upgrade_state, check_shapes=False
+    )
     _, plateau, best_loss, partial = from_state_tree(restored, params)
     state = TrainState(
         params,
