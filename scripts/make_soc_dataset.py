@@ -10,7 +10,7 @@ and every atom pair (i, j), on-site pairs included (the demo molecules' layout).
 Two-component SCF, two equivalent routes (the same X2C-1e Hamiltonian, the same collinear PBE at zero
 spin magnetisation; their Fock matrices agree to ~1e-9 eV, tests/data/test_soc_data.py):
 
-- ``spin-orbital`` (default, ~10x faster): ``dft.GKS(mol).x2c1e()``, PySCF's X2C in the GHF
+- ``spin-orbital`` (default, 4-10x faster): ``dft.GKS(mol).x2c1e()``, PySCF's X2C in the GHF
   spin-orbital basis: rows and columns [all AOs spin up (alpha), all AOs spin down (beta)].
 - ``spinor``: ``x2c.UKS(mol)``, X2C in the j-adapted spinor basis; the Fock matrix F_j and the density
   P_j are brought to the spin-orbital basis with U = vstack(mol.sph2spinor_coeff()) (2n, 2n), unitary,

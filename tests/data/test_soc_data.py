@@ -218,7 +218,7 @@ def test_generator_regenerates_a_committed_structure_and_resumes(tmp_path: Path)
 def test_spinor_route_gives_the_committed_spin_orbital_matrices() -> None:
     """x2c.UKS in the j-adapted spinor basis, converted by U = vstack(sph2spinor_coeff()), gives the
     committed (GKS.x2c1e spin-orbital) H and Rho: the spinor -> (AO x spin) conversion is right.
-    ~15 s on 2 shared cores (the spinor SCF is ~10x slower than the spin-orbital one)."""
+    ~15 s on 2 shared cores (the spinor SCF is 4-10x slower than the spin-orbital one)."""
     pytest.importorskip("pyscf", reason=NO_PYSCF)
     script = _script()
     recipe = script.SocRecipe()
