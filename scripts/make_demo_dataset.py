@@ -500,13 +500,25 @@ def k_path_text() -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def is_spinful(result: DenseResult) -> bool:
+    """True when H is (2n, 2n): two-component, all spin-up orbitals first, then all spin-down."""
+    return next(iter(result.matrices["H"].values())).shape[0] == 2 * int(result.atom_orbitals[-1])
+
+
 def block_matrix(result: DenseResult, name: str) -> BlockMatrix:
-    """The (R, i, j) blocks of one quantity over ``result.pairs``."""
+    """The (R, i, j) blocks of one quantity over ``result.pairs``.
+
+    A (2n, 2n) spinful matrix (all up, then all down) gives (2 ni, 2 nj) blocks [[uu, ud], [du, dd]].
+    """
     offsets = result.atom_orbitals
+    n_orb = int(offsets[-1])
     blocks = []
     for r1, r2, r3, i, j in result.pairs:
         dense = result.matrices[name][(r1, r2, r3)]
-        blocks.append(dense[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]])
+        rows, cols = np.arange(offsets[i], offsets[i + 1]), np.arange(offsets[j], offsets[j + 1])
+        if dense.shape[0] == 2 * n_orb:
+            rows, cols = np.concatenate([rows, rows + n_orb]), np.concatenate([cols, cols + n_orb])
+        blocks.append(dense[np.ix_(rows, cols)])
     return BlockMatrix.from_blocks([list(pair) for pair in result.pairs], blocks)
 
 
@@ -522,7 +534,7 @@ def write_structure(folder: Path, result: DenseResult, comment: str) -> None:
             atoms_quantity=len(result.elements),
             orbits_quantity=int(result.atom_orbitals[-1]),
             orthogonal_basis=False,
-            spinful=False,
+            spinful=is_spinful(result),
             fermi_energy_eV=result.fermi_energy_eV,
             elements_orbital_map=result.orbital_map,
             occupation=result.num_electrons,
