@@ -151,16 +151,6 @@ def test_generated_geometries_have_stretched_bonds() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _su2(rotation: np.ndarray) -> np.ndarray:
-    """exp(-i theta/2 n.sigma) of a proper rotation (rotation vector theta n), (2, 2) complex."""
-    from scipy.linalg import expm
-    from scipy.spatial.transform import Rotation
-
-    vector = Rotation.from_matrix(rotation).as_rotvec()
-    sigma = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
-    return expm(-0.5j * np.einsum("k,kab->ab", vector, sigma))
-
-
 def test_generator_spin_layout_rotates_with_su2_x_real_wigner() -> None:
     """Rotating the molecule rotates the stored two-component H and Rho by U x D, U in SU(2) acting on
     (up, down) and D the real-spherical Wigner matrices in DeepH order: the spin layout [all up, all
@@ -168,7 +158,7 @@ def test_generator_spin_layout_rotates_with_su2_x_real_wigner() -> None:
     pytest.importorskip("pyscf", reason=NO_PYSCF)
     from scipy.spatial.transform import Rotation
 
-    from hamflow.nn.wigner import basis_rotation
+    from hamflow.nn.wigner import basis_rotation, spin_rotation, spinful_basis_rotation
 
     script = _script()
     recipe = script.SocRecipe()
@@ -181,7 +171,8 @@ def test_generator_spin_layout_rotates_with_su2_x_real_wigner() -> None:
     )
     shells = [l for element in elements for l in original.orbital_map[element]]
     orbital = basis_rotation(shells, rotation)
-    full = np.kron(_su2(rotation), orbital)
+    # the network's convention (hamflow.nn.wigner, tests/nn/test_spin_orbit.py) is the data's
+    full = spinful_basis_rotation(shells, rotation)
     for name, transform in (("H", full), ("Rho", full), ("S", orbital)):
         matrix = original.matrices[name][(0, 0, 0)]
         expected = transform @ matrix @ transform.conj().T
@@ -189,7 +180,7 @@ def test_generator_spin_layout_rotates_with_su2_x_real_wigner() -> None:
         error = np.abs(rotated.matrices[name][(0, 0, 0)] - expected).max()
         assert error < 1e-5 * scale, (name, error, scale)  # the DFT grid does not rotate exactly
     # The wrong spin rotation (U^H, i.e. the opposite sense) fails: the test can tell.
-    wrong = np.kron(_su2(rotation).conj().T, orbital)
+    wrong = np.kron(spin_rotation(rotation).conj().T, orbital)
     matrix = original.matrices["H"][(0, 0, 0)]
     assert np.abs(rotated.matrices["H"][(0, 0, 0)] - wrong @ matrix @ wrong.conj().T).max() > 1e-2
 
