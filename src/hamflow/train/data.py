@@ -130,31 +130,45 @@ class Batcher:
         self.indices = np.asarray(indices)
         self.plan = plan
         self.num_devices = len(devices)
+        # (position in the mesh, device) of this process's devices: the shares it feeds
+        self._local = [
+            (position, device)
+            for position, device in enumerate(devices)
+            if device.process_index == jax.process_index()
+        ]
         self.dtype = dtype
         mesh = Mesh(np.asarray(devices), ("data",))
         self.sharding = NamedSharding(mesh, PartitionSpec("data"))
 
+    def share(self, bucket: int, members: np.ndarray, position: int) -> GraphBatch:
+        """Device ``position``'s share of the batch of plan members ``members`` of ``bucket``: the
+        members ``position * g .. (position + 1) * g - 1`` (g graphs per device) collated, on the host."""
+        shape = self.plan.shapes[bucket]
+        per = shape.num_graphs
+        mine = members[position * per : (position + 1) * per]
+        graphs = [self.store.get(int(self.indices[m])) for m in mine]
+        return self._collate(
+            graphs, num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
+        )
+
     def host_batch(self, bucket: int, members: np.ndarray) -> GraphBatch:
         """The batch of plan members ``members`` of ``bucket`` on the host: arrays (num_devices, ...)."""
-        shape = self.plan.shapes[bucket]
-        graphs = [self.store.get(int(self.indices[m])) for m in members]
-        per = shape.num_graphs
-        shares = [graphs[d * per : (d + 1) * per] for d in range(self.num_devices)]
-        batches = [
-            self._collate(
-                s, num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
-            )
-            for s in shares
-        ]
-        return GraphBatch(*(np.stack(field) for field in zip(*batches, strict=True)))
+        shares = [self.share(bucket, members, d) for d in range(self.num_devices)]
+        return GraphBatch(*(np.stack(field) for field in zip(*shares, strict=True)))
 
     def device_batch(self, bucket: int, members: np.ndarray) -> GraphBatch:
-        """The batch as global arrays sharded over the devices' axis; every process holds the whole
-        host batch (same seed, same order) and places the shares of its own devices."""
-        host = self.host_batch(bucket, members)
-        return jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_callback(x.shape, self.sharding, lambda index: x[index]), host
-        )
+        """The batch as global arrays sharded over the devices' axis (num_devices, ...). Every process
+        plans the same batch (same seed, same order) and collates and places only the shares of its
+        own devices; in a multi-process run the others' shares come from their processes."""
+        local = self._local
+        shares = [self.share(bucket, members, position) for position, _ in local]
+        targets = [device for _, device in local]
+        fields = []
+        for values in zip(*shares, strict=True):
+            pieces = jax.device_put([np.asarray(v)[None] for v in values], targets)
+            shape = (self.num_devices, *np.shape(values[0]))
+            fields.append(jax.make_array_from_single_device_arrays(shape, self.sharding, pieces))
+        return GraphBatch(*fields)
 
     def example(self, bucket: int = 0) -> GraphBatch:
         """The host batch of the first members of ``bucket`` (at most one batch): shapes for init."""

@@ -4,8 +4,9 @@
 epoch is the batches of the bucket plan, one compiled train step each, then a validation pass, one
 ``metrics.csv`` row and one ``deepx.log`` line, the best and latest checkpoints. A signal
 (SIGTERM/SIGINT, :class:`SignalFlag`) is honoured at the next batch: a checkpoint at that very batch,
-then :class:`TrainingInterrupted`. A non-finite loss stops with :class:`NonFiniteLoss`, keeping the
-last good checkpoint. :func:`compile_buckets` prepares one program per bucket.
+then :class:`TrainingInterrupted` (several processes agree on the batch first: :class:`StopVote`).
+A non-finite loss stops with :class:`NonFiniteLoss`, keeping the last good checkpoint.
+:func:`compile_buckets` prepares one program per bucket.
 """
 
 from __future__ import annotations
@@ -97,6 +98,39 @@ class SignalFlag:
             signal.signal(sig, handler)
 
 
+class StopVote:
+    """Whether the loop stops at this batch for a signal: the same answer in every process.
+
+    One process: :class:`SignalFlag`'s signal itself. Several (a multi-node run): each batch, every
+    process contributes its signal number (0: none) to a maximum over all devices, dispatched
+    asynchronously; :meth:`poll` answers with the previous batch's vote. So all processes stop after
+    the same batch, one batch after a signal reached any of them, and save the same checkpoint,
+    without a host sync per step (reading the previous vote waits only for the previous step).
+    """
+
+    def __init__(self, flag: SignalFlag, sharding: Any) -> None:
+        self.flag = flag
+        self.pending: Any = None
+        self.joined = jax.process_count() > 1
+        if self.joined:
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            self.sharding = sharding
+            self.local_count = len(sharding.addressable_devices)
+            self._max = jax.jit(jnp.max, out_shardings=NamedSharding(sharding.mesh, PartitionSpec()))
+
+    def poll(self) -> int | None:
+        """The signal to stop for now, or None to go on."""
+        if not self.joined:
+            return self.flag.signum
+        previous = self.pending
+        local = np.full((self.local_count,), self.flag.signum or 0, np.int32)
+        self.pending = self._max(jax.make_array_from_process_local_data(self.sharding, local))
+        if previous is None:
+            return None
+        return int(jax.device_get(previous)) or None
+
+
 @dataclass
 class Compiled:
     """The per-bucket programs: ``train[b](state, batch, rate)`` and ``evaluate[b](params, batch)``;
@@ -134,6 +168,7 @@ def fit(
     host_step = int(progress.state.step)
     started = time.perf_counter() - progress.wall_offset
     monitor_train_only = tcfg.dataloader.only_use_train_loss or batches.validate is None
+    vote = StopVote(flag, batches.train.sharding)
     while progress.epoch < tcfg.max_epoch:
         epoch_index = progress.epoch + 1
         plan = epoch_batches(batches.plan, seed=cfg.system.random_seed, epoch=epoch_index, shuffle=True)
@@ -161,10 +196,11 @@ def fit(
                 progress.partial = before.merge(step_metrics, position + 1)
                 save_latest(layout, progress, keep=keep)
                 progress.partial = before
-            if flag.signum is not None:
+            signum = vote.poll()
+            if signum is not None:
                 progress.partial = progress.partial.merge(step_metrics, position + 1)
                 save_latest(layout, progress, keep=keep)
-                raise TrainingInterrupted(flag.signum, layout.latest / f"epoch_{progress.epoch}")
+                raise TrainingInterrupted(signum, layout.latest / f"epoch_{progress.epoch}")
         if bar is not None:
             bar.close()
         progress.partial = progress.partial.merge(step_metrics, len(plan))

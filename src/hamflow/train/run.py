@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hamflow.atomic import atomic_write_text
 from hamflow.config.logging_setup import LOGGER_NAME, configure_logging
-from hamflow.errors import os_errors
+from hamflow.errors import HamflowError, os_errors
 from hamflow.graph.batch import GraphBatch
 from hamflow.train import checkpoint as ckpt
 from hamflow.train.data import Batches, TrainData, open_data, plan_batches
@@ -104,7 +104,9 @@ def train(
     layout = ckpt.RunLayout(Path(run_dir) if run_dir else new_run_dir(cfg.data.outputs_dir))
     # one trainer per run folder: the lock is held until train() returns or the process ends
     lock = make_run_dir(layout) if writer else None
-    flag = SignalFlag(raise_in=layout.root)
+    # joined: a process must not leave before the loop while the others wait for it in a collective;
+    # the loop's first batches see the signal and all processes stop together (StopVote)
+    flag = SignalFlag(raise_in=None if joined else layout.root)
     handler = _setup_logging(layout, cfg.system.log_level, writer=writer)
     try:
         flag.install()
@@ -180,17 +182,55 @@ def _setup_logging(layout: ckpt.RunLayout, level: str, *, writer: bool) -> loggi
     return configure_logging(layout.log if writer else None, level)
 
 
-def join_slurm_processes() -> bool:
-    """Join the processes of a multi-task SLURM job step into one JAX runtime.
+#: The environment of a multi-process run started by hand (outside SLURM), one process per command.
+COORDINATOR_VARIABLE = "HAMFLOW_COORDINATOR_ADDRESS"
+NUM_PROCESSES_VARIABLE = "HAMFLOW_NUM_PROCESSES"
+PROCESS_ID_VARIABLE = "HAMFLOW_PROCESS_ID"
 
-    ``srun -N 4 --ntasks-per-node=1 hamflow train ...`` starts one hamflow per node; each calls
-    ``jax.distributed.initialize()``, which reads the coordinator address and ranks from SLURM's
-    environment. Returns True when joined (more than one task in the step).
+
+def join_slurm_processes() -> bool:
+    """Join the processes of a multi-process run into one JAX runtime; True when joined.
+
+    Two ways to start one: inside a SLURM job step of more than one task (``srun -N 4
+    --ntasks-per-node=1 hamflow train ...``), each task calls ``jax.distributed.initialize()``, which
+    reads the coordinator address and ranks from SLURM's environment; or by hand, one ``hamflow
+    train`` per process with ``HAMFLOW_NUM_PROCESSES`` (> 1), ``HAMFLOW_PROCESS_ID`` (0-based) and
+    ``HAMFLOW_COORDINATOR_ADDRESS`` (``host:port`` of process 0, the same for all) set. On CPU the
+    processes exchange gradients through JAX's gloo collectives.
     """
+    manual = os.environ.get(NUM_PROCESSES_VARIABLE, "").strip()
+    if manual:
+        return _join_by_hand(manual)
     tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")) or 1)
     if tasks <= 1 or "SLURM_STEP_ID" not in os.environ:
         return False
     jax.distributed.initialize()
+    return True
+
+
+def _join_by_hand(count_text: str) -> bool:
+    """``jax.distributed.initialize`` from the HAMFLOW_* variables (see :func:`join_slurm_processes`)."""
+
+    def number(name: str, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise HamflowError(f"{name}={text!r} is not an integer") from None
+
+    count = number(NUM_PROCESSES_VARIABLE, count_text)
+    if count <= 1:
+        return False
+    rank_text = os.environ.get(PROCESS_ID_VARIABLE, "").strip()
+    address = os.environ.get(COORDINATOR_VARIABLE, "").strip()
+    if not rank_text or not address:
+        raise HamflowError(
+            f"{NUM_PROCESSES_VARIABLE}={count} asks for a multi-process run: set {PROCESS_ID_VARIABLE} "
+            f"(0..{count - 1}) and {COORDINATOR_VARIABLE} (host:port of process 0) as well"
+        )
+    rank = number(PROCESS_ID_VARIABLE, rank_text)
+    if not 0 <= rank < count:
+        raise HamflowError(f"{PROCESS_ID_VARIABLE}={rank} is outside 0..{count - 1}")
+    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=rank)
     return True
 
 
@@ -202,13 +242,29 @@ def _runtime(cfg: TrainConfig, layout: ckpt.RunLayout, *, joined: bool) -> tuple
     policy = apply_float_type(cfg.system.float_type)
     devices = select_jax_devices(parse_device(cfg.system.device))
     if joined:
-        kinds = {device.platform for device in devices}
-        devices = [device for device in jax.devices() if device.platform in kinds]
-        LOG.info("joined %d processes: %d devices in all", jax.process_count(), len(devices))
+        devices = global_devices(devices)
+        LOG.info(
+            "joined %d processes (this one: %d): %d devices in all",
+            jax.process_count(),
+            jax.process_index(),
+            len(devices),
+        )
     cache = _enable_compilation_cache(cfg)
     LOG.info("hamflow train: run directory %s", layout.root)
     LOG.info("devices: %s; float_type %s; compilation cache %s", devices, cfg.system.float_type, cache)
     return policy, devices
+
+
+def global_devices(local: list) -> list:
+    """The devices of every joined process that sit where ``local`` (this process's selection) sits
+    in its process's device list: process by process, in JAX's device order."""
+    platform = local[0].platform
+    mine = [device for device in jax.devices(platform) if device.process_index == jax.process_index()]
+    positions = [mine.index(device) for device in local]
+    by_process: dict[int, list] = {}
+    for device in jax.devices(platform):
+        by_process.setdefault(device.process_index, []).append(device)
+    return [by_process[process][i] for process in sorted(by_process) for i in positions]
 
 
 def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
