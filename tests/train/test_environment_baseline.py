@@ -213,17 +213,17 @@ def test_on_real_water_the_environment_baseline_takes_out_most_of_the_two_centre
 
 
 def test_a_term_that_does_not_generalise_across_training_structures_is_dropped() -> None:
-    from hamflow.train.environment_baseline import _validated_ridge
+    from hamflow.train.baseline import validated_ridge
 
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(40, 30))
     groups = np.repeat(np.arange(8), 5)
-    _, w, fitted = _validated_ridge(feats, rng.normal(size=40), groups)  # noise: 30 features, 40 rows
+    _, w, fitted = validated_ridge(feats, rng.normal(size=40), groups, 1e-4)  # noise: 30 features, 40 rows
     assert not w.any() and not fitted.any()
     truth = rng.normal(size=30)
     feats = rng.normal(size=(400, 30))
-    _, w, _ = _validated_ridge(feats, feats @ truth, np.repeat(np.arange(80), 5))
+    _, w, _ = validated_ridge(feats, feats @ truth, np.repeat(np.arange(80), 5), 1e-4)
     np.testing.assert_allclose(w, truth, rtol=1e-3, atol=1e-3)
     # one training structure: nothing to validate on, so nothing is fitted
-    _, w, _ = _validated_ridge(feats, feats @ truth, np.zeros(400, dtype=int))
+    _, w, _ = validated_ridge(feats, feats @ truth, np.zeros(400, dtype=int), 1e-4)
     assert not w.any()

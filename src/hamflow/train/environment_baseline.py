@@ -55,6 +55,7 @@ from hamflow.train.baseline import (
     gaussians,
     shell_starts,
     standard_harmonics,
+    validated_ridge,
 )
 
 NUM_ANGULAR = 3  # Legendre orders p = 0, 1, 2 of the bond angle
@@ -358,7 +359,9 @@ class EnvironmentBaselineFit:
                     * angular[keep][:, None]
                 )  # (n, M, 2, S+1, K, P)
                 feats = np.concatenate([dens_part[..., None], ang_part], axis=-1).reshape(-1, n_feat)
-                y, w, fitted = _validated_ridge(feats, rem.reshape(-1), np.repeat(edge_graph[keep], m))
+                y, w, fitted = validated_ridge(
+                    feats, rem.reshape(-1), np.repeat(edge_graph[keep], m), RIDGE_ENVIRONMENT
+                )
                 weights[si, sj, c] = w
                 removed[a, b] += float(np.sum(y * y) - np.sum((y - fitted) ** 2))
                 left_energy[a, b] += float(np.sum(y * y))
@@ -371,10 +374,11 @@ class EnvironmentBaselineFit:
                     continue
                 m = 2 * L + 1
                 feats = np.moveaxis(_pseudo_features(density[keep], sh_sides[keep], L, np), -1, 1)
-                y, w, fitted = _validated_ridge(
+                y, w, fitted = validated_ridge(
                     feats.reshape(-1, n_pseudo),
                     x_pseudo[keep, c, :m].reshape(-1),
                     np.repeat(edge_graph[keep], m),
+                    RIDGE_ENVIRONMENT,
                 )
                 pseudo_weights[si, sj, c] = w
                 removed[a, b] += float(np.sum(y * y) - np.sum((y - fitted) ** 2))
@@ -386,38 +390,3 @@ class EnvironmentBaselineFit:
             np.asarray(widths, np.float32),
             pseudo_weights.astype(np.float32),
         ), explained
-
-
-def _ridge_weights(feats: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The ridge solution w of feats (n, F) w = y (n,), the ridge RIDGE_ENVIRONMENT times the mean
-    diagonal of the normal equations."""
-    gram = feats.T @ feats
-    ridge = RIDGE_ENVIRONMENT * max(float(np.trace(gram)) / feats.shape[1], 1e-30)
-    return np.linalg.solve(gram + ridge * np.eye(feats.shape[1]), feats.T @ y)
-
-
-def _validated_ridge(
-    feats: np.ndarray, y: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(y, w, feats @ w): the ridge fit of y (n,) on feats (n, F), kept only if it generalises.
-
-    ``groups`` (n,) is the training graph of each row. Two-fold cross-validation by graph (even and
-    odd graph numbers): each half is predicted by the fit on the other; unless the held-out squared
-    residual is below the held-out sum of y^2 (the term helps structures it was not fitted on), w is
-    zero. A term that cannot be validated (all rows from one graph) is not used either. Without this
-    a fit on few or nearly degenerate environments (linear molecules beside a C3v one) can add tens
-    of eV to unseen structures.
-    """
-    folds = np.asarray(groups) % 2
-    if folds.min() == folds.max():
-        return y, np.zeros(feats.shape[1]), np.zeros_like(y)
-    residual = plain = 0.0
-    for held_out in (0, 1):
-        test = folds == held_out
-        w_half = _ridge_weights(feats[~test], y[~test])
-        residual += float(np.sum((y[test] - feats[test] @ w_half) ** 2))
-        plain += float(np.sum(y[test] ** 2))
-    if not residual < plain:
-        return y, np.zeros(feats.shape[1]), np.zeros_like(y)
-    w = _ridge_weights(feats, y)
-    return y, w, feats @ w
