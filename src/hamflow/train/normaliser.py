@@ -11,7 +11,8 @@ on the training structures, for each species (pair) and each shell pair (a, b) o
 
 - an off-site two-centre baseline (hamflow.train.baseline): per species pair, shell pair and L, a
   radial function times the spherical harmonic of the pair direction, fitted by least squares; the
-  off-site scale is then the RMS of what the baseline leaves (spinless targets; none for spinful).
+  off-site scale is then the RMS of what the baseline leaves. For spinful targets every baseline is
+  fitted to the spin-free part H0 = Re(uu + dd) / 2 and added as kron(1, baseline) (uu and dd).
 
 The network predicts ``y_hat``; the physical prediction is ``y_hat * scale + offset + baseline``. A
 scalar per shell-pair block and a multiple of the identity both commute with the Wigner-D rotation
@@ -188,6 +189,12 @@ class Normaliser:
             onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
         )
         if baseline is not None:
+            if spinful:  # the baselines model the spin-free part H0: kron(1, b) on uu and dd
+                zero = jnp.zeros_like(baseline)
+                baseline = jnp.concatenate(
+                    [jnp.concatenate([baseline, zero], axis=2), jnp.concatenate([zero, baseline], axis=2)],
+                    axis=1,
+                )
             prediction = prediction + baseline.astype(prediction.dtype)
         return prediction, scale
 
@@ -285,7 +292,10 @@ def fit_normaliser(
         mask = np.asarray(graph.label_mask)
         spin_fold = 1 if labels.shape[-1] == basis_size else 4
         lab, msk = _spinless_view(labels, mask, basis_size)
-        if fit is not None and spin_fold == 1 and not np.iscomplexobj(labels) and hasattr(graph, "edge_vec"):
+        if spin_fold == 4:  # the baselines fit the spin-free part H0 = Re(uu + dd) / 2 (docs/model.md)
+            labels = np.real(labels[:, :basis_size, :basis_size] + labels[:, basis_size:, basis_size:]) / 2
+            mask = mask[:, :basis_size, :basis_size] & mask[:, basis_size:, basis_size:]
+        if fit is not None and not np.iscomplexobj(labels) and hasattr(graph, "edge_vec"):
             off = ~onsite
             rows = np.asarray([z_index[int(v)] for v in z], dtype=np.int64)
             fit.add(
@@ -315,7 +325,7 @@ def fit_normaliser(
             )
         elif fit is not None:
             fit = onsite_fit = environment_fit = (
-                None  # spinful or complex targets (or no edge vectors): no baselines
+                None  # complex spinless targets (or no edge vectors): no baselines
             )
         src = np.repeat(np.asarray(graph.edge_src), spin_fold)
         dst = np.repeat(np.asarray(graph.edge_dst), spin_fold)
