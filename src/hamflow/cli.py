@@ -459,6 +459,60 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bands: the band structure of one folder from its (predicted) H, dense or sparse shift-invert ----
+
+
+def _add_bands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bands",
+        help="band structure of one structure folder from hamiltonian_pred.h5 (dense, or sparse for "
+        "large systems)",
+        description="Eigenvalues of H(k) c = E S(k) c along a band path for PRED_DIR (hamiltonian_pred.h5; "
+        "POSCAR, info.json, overlap.h5 from --structure-dir, default PRED_DIR). k: Gamma for molecules, "
+        "else --k-path FILE, the folder's K_PATH, or ASE's path (--k-path auto). Solver: dense up to "
+        "4000 orbitals, sparse shift-invert above (--solver forces one). Writes OUT/bands.npz and "
+        "OUT/bands.png (OUT defaults to PRED_DIR).",
+    )
+    parser.add_argument("pred_dir", metavar="PRED_DIR", help="the structure folder with the Hamiltonian")
+    parser.add_argument("--k-path", metavar="FILE|auto", help="a K_PATH file, or auto (ASE's path)")
+    parser.add_argument("--num-bands", type=int, metavar="K", help="states per k nearest --around "
+                        "(default: all for dense, 20 for sparse)")  # fmt: skip
+    parser.add_argument("--around", type=float, metavar="E_eV", help="target energy, eV (default: "
+                        "info.json fermi_energy_eV)")  # fmt: skip
+    parser.add_argument("--solver", choices=("auto", "dense", "sparse"), default="auto", help="default auto")
+    parser.add_argument("--structure-dir", metavar="DIR", help="folder holding POSCAR, info.json, overlap.h5")
+    parser.add_argument("--matrix", default="hamiltonian_pred.h5", help="the H file in PRED_DIR")
+    parser.add_argument("--num-k", type=int, default=100, help="about how many k-points an auto path gets")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default PRED_DIR)")
+    parser.add_argument("--no-plot", action="store_true", help="write bands.npz only")
+    parser.set_defaults(handler=_run_bands)
+
+
+def _run_bands(args: argparse.Namespace) -> int:
+    from hamflow.infer.band_structure import band_structure_command
+
+    bands, written = band_structure_command(
+        args.pred_dir,
+        out_dir=args.out,
+        plot=not args.no_plot,
+        structure_dir=args.structure_dir,
+        matrix_file=args.matrix,
+        k_path=args.k_path,
+        num_bands=args.num_bands,
+        around=args.around,
+        solver=args.solver,
+        num_k=args.num_k,
+    )
+    per_k = float(bands.seconds_per_k.mean())
+    print(
+        f"{bands.sid}: {bands.eigenvalues.shape[1]} band(s) at {len(bands.path.k_frac)} k-point(s) "
+        f"({bands.path.source}), {bands.solver} solver, N = {bands.size}, {per_k:.3g} s per k-point"
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
 # (sub-command sections go here, one per command)
 
 
@@ -473,6 +527,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_evaluate,
     _add_test,
     _add_plot,
+    _add_bands,
     # (each section appends its _add_<name> here)
     add_convert,
 ]

@@ -1,5 +1,6 @@
 """Dense matrices at a k-point from the block-sparse M(R), generalized eigenvalues, and K_PATH files.
 
+The Bloch sum itself is :class:`hamflow.data.bloch.BlochMatrix` (dense and sparse M(k)).
 Convention: M(k) = sum_R exp(+2 pi i k.R) M(R), with k in fractional (reciprocal-lattice) coordinates
 and R the integer cell shift of atom j. Orbitals of atom a occupy rows/columns
 ``orbital_offsets[a]:orbital_offsets[a+1]``.
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
+from hamflow.data.bloch import BlochMatrix
 from hamflow.data.matrix_h5 import BlockMatrix
 from hamflow.data.structure import Structure
 from hamflow.errors import DataError
@@ -30,51 +32,8 @@ def real_space_dense(
     N = n_orb (spinless) or 2 n_orb (spinful, layout in the module docstring). dtype is the
     entries' dtype promoted to at least float64 (complex stays complex).
     """
-    offsets = np.asarray(orbital_offsets, dtype=np.int64)
-    n_atoms = len(offsets) - 1
-    n_orb = int(offsets[-1])
-    size = 2 * n_orb if spinful else n_orb
-    pairs = np.asarray(matrix.atom_pairs, dtype=np.int64)
-    cells, cell_of_pair = np.unique(pairs[:, :3], axis=0, return_inverse=True)
-    cell_of_pair = cell_of_pair.reshape(-1)
-    dtype = np.result_type(matrix.entries.dtype, np.float64)
-    dense = np.zeros((len(cells), size, size), dtype=dtype)
-    for n in range(matrix.num_pairs):
-        i, j = int(pairs[n, 3]), int(pairs[n, 4])
-        if not (0 <= i < n_atoms and 0 <= j < n_atoms):
-            raise DataError(
-                f"pair {n} {pairs[n].tolist()} names an atom outside 0..{n_atoms - 1}", key="atom_pairs"
-            )
-        block = matrix.block(n)
-        ni, nj = int(offsets[i + 1] - offsets[i]), int(offsets[j + 1] - offsets[j])
-        rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
-        target = dense[cell_of_pair[n]]
-        if block.shape == (ni, nj):
-            target[rows, cols] += block
-            if spinful:
-                target[
-                    n_orb + offsets[i] : n_orb + offsets[i + 1], n_orb + offsets[j] : n_orb + offsets[j + 1]
-                ] += block
-        elif spinful and block.shape == (2 * ni, 2 * nj):
-            up_i, up_j = rows, cols
-            dn_i = slice(n_orb + offsets[i], n_orb + offsets[i + 1])
-            dn_j = slice(n_orb + offsets[j], n_orb + offsets[j + 1])
-            target[up_i, up_j] += block[:ni, :nj]
-            target[up_i, dn_j] += block[:ni, nj:]
-            target[dn_i, up_j] += block[ni:, :nj]
-            target[dn_i, dn_j] += block[ni:, nj:]
-        else:
-            allowed = f"({ni}, {nj})" + (f" or ({2 * ni}, {2 * nj})" if spinful else "")
-            raise DataError(
-                f"pair {n} {pairs[n].tolist()} has block shape {block.shape}; orbital map gives {allowed}",
-                key="chunk_shapes",
-            )
-    return cells, dense
-
-
-def _phases(cells: np.ndarray, k_points_frac: np.ndarray) -> np.ndarray:
-    """(n_k, n_R) exp(+2 pi i k.R)."""
-    return np.exp(2j * np.pi * (np.asarray(k_points_frac, dtype=np.float64) @ cells.T.astype(np.float64)))
+    bloch = BlochMatrix.from_blocks(matrix, orbital_offsets, spinful=spinful)
+    return bloch.cells, bloch.real_space()
 
 
 def dense_at_k(
@@ -84,10 +43,7 @@ def dense_at_k(
 
     k_frac: (3,) fractional coordinates. N = n_orb, or 2 n_orb for spinful (module docstring layout).
     """
-    k = np.asarray(k_frac, dtype=np.float64).reshape(1, 3)
-    cells, dense = real_space_dense(matrix, orbital_offsets, spinful=spinful)
-    phase = _phases(cells, k)[0]
-    return np.tensordot(phase, dense, axes=1).astype(np.complex128, copy=False)
+    return BlochMatrix.from_blocks(matrix, orbital_offsets, spinful=spinful).dense(k_frac)
 
 
 def generalized_eigenvalues(h_k: np.ndarray, s_k: np.ndarray | None) -> np.ndarray:
@@ -111,28 +67,34 @@ def band_eigenvalues(structure: Structure, k_points_frac: np.ndarray, *, h_key: 
     Uses ``structure.matrices[h_key]`` and ``structure.matrices["S"]`` (S = I when absent and the
     basis is orthogonal).
     """
+    h_bloch, s_bloch = bloch_matrices(structure, h_key=h_key)
+    k_points = np.asarray(k_points_frac, dtype=np.float64).reshape(-1, 3)
+    out = np.empty((len(k_points), h_bloch.size), dtype=np.float64)
+    for n, k in enumerate(k_points):
+        out[n] = generalized_eigenvalues(h_bloch.dense(k), None if s_bloch is None else s_bloch.dense(k))
+    return out
+
+
+def bloch_matrices(structure: Structure, *, h_key: str = "H") -> tuple[BlochMatrix, BlochMatrix | None]:
+    """(H, S) of ``structure`` ready for the Bloch sum; S None for an orthogonal basis without S.
+
+    DataError naming the structure when ``h_key`` was not loaded, when S is missing for a
+    non-orthogonal basis, or when a block does not fit the orbital map.
+    """
     if h_key not in structure.matrices:
         raise DataError(f"{h_key} was not loaded for this structure", structure=structure.sid, key=h_key)
     spinful = structure.info.spinful
     offsets = structure.orbital_offsets
     try:
-        h_cells, h_dense = real_space_dense(structure.matrices[h_key], offsets, spinful=spinful)
-        s_cells = s_dense = None
+        h_bloch = BlochMatrix.from_blocks(structure.matrices[h_key], offsets, spinful=spinful)
+        s_bloch = None
         if "S" in structure.matrices:
-            s_cells, s_dense = real_space_dense(structure.matrices["S"], offsets, spinful=spinful)
+            s_bloch = BlochMatrix.from_blocks(structure.matrices["S"], offsets, spinful=spinful)
         elif not structure.info.orthogonal_basis:
             raise DataError("overlap S was not loaded and the basis is not orthogonal", key="S")
     except DataError as error:
         raise DataError(error.reason, file=structure.path, structure=structure.sid, key=error.key) from None
-    k_points = np.asarray(k_points_frac, dtype=np.float64).reshape(-1, 3)
-    h_phase = _phases(h_cells, k_points)
-    s_phase = None if s_cells is None else _phases(s_cells, k_points)
-    out = np.empty((len(k_points), h_dense.shape[1]), dtype=np.float64)
-    for n in range(len(k_points)):
-        h_k = np.tensordot(h_phase[n], h_dense, axes=1)
-        s_k = None if s_phase is None else np.tensordot(s_phase[n], s_dense, axes=1)
-        out[n] = generalized_eigenvalues(h_k, s_k)
-    return out
+    return h_bloch, s_bloch
 
 
 def read_k_path(path: str | Path) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -5,6 +5,7 @@
   parity.png              predicted vs DFT matrix entries, and the distribution of |error|
   element_pair_mae.png    heat map of the MAE (meV) for each element pair (i row, j column)
   bands_<sid>.png         DFT (black) and predicted (red, dashed) bands along the K_PATH, E - E_F
+  bands.png               ``hamflow bands``: the bands of one structure (:func:`plot_band_structure`)
 
 :func:`plot_all` makes every figure its sources allow: a run directory (holding metrics.csv) and/or an
 evaluation folder (holding metrics.json from ``hamflow evaluate``).
@@ -217,6 +218,19 @@ def path_distance(k_frac: np.ndarray, lattice: np.ndarray, segments: list[tuple[
     return np.cumsum(steps)
 
 
+def _path_ticks(axes, x: np.ndarray, label_index: np.ndarray, label_names: Sequence[str]) -> None:
+    """Vertical lines and tick labels at the special points (Γ for GAMMA / G; U|K at a jump)."""
+    ticks: dict[float, str] = {}
+    for index, name in zip(label_index, label_names, strict=True):
+        position = float(x[int(index)])
+        pretty = "Γ" if name.upper() in ("GAMMA", "G") else name
+        known = ticks.get(position)
+        ticks[position] = pretty if known in (None, pretty) else f"{known}|{pretty}"
+    for position in ticks:
+        axes.axvline(position, color="grey", linewidth=0.5)
+    axes.set_xticks(list(ticks), list(ticks.values()))
+
+
 def plot_bands(bands_npz: str | Path, path: str | Path) -> Path:
     """DFT and predicted bands along the path, segment by segment, energies relative to E_F (eV)."""
     with np.load(bands_npz) as data:
@@ -238,15 +252,7 @@ def plot_bands(bands_npz: str | Path, path: str | Path) -> Path:
                       label="DFT" if legend else None)  # fmt: skip
             axes.plot(x[points], predicted[points, band] - reference, color="tab:red", linestyle="--",
                       linewidth=1.0, label="predicted" if legend else None)  # fmt: skip
-    ticks: dict[float, str] = {}
-    for index, name in zip(label_index, label_names, strict=True):
-        position = float(x[int(index)])
-        pretty = "Γ" if name.upper() in ("GAMMA", "G") else name
-        known = ticks.get(position)
-        ticks[position] = pretty if known in (None, pretty) else f"{known}|{pretty}"
-    for position in ticks:
-        axes.axvline(position, color="grey", linewidth=0.5)
-    axes.set_xticks(list(ticks), list(ticks.values()))
+    _path_ticks(axes, x, label_index, label_names)
     axes.axhline(0.0, color="tab:blue", linewidth=0.6, linestyle=":")
     axes.set_xlim(float(x[0]), float(x[-1]))
     axes.set_ylim(-BAND_WINDOW_EV, BAND_WINDOW_EV)
@@ -301,3 +307,41 @@ def plot_all(sources: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
             )
         written.extend(made)
     return written
+
+
+def plot_band_structure(bands_npz: str | Path, path: str | Path) -> Path:
+    """The bands of ``hamflow bands`` (its bands.npz) along the path, relative to E_F when known.
+
+    The energy range is the bands' own (``num_bands`` around a target), at most E_F +- 6 eV when all
+    states were computed; a single k-point (a molecule at Gamma) is drawn as levels.
+    """
+    with np.load(bands_npz) as data:
+        sid, solver = str(data["sid"]), str(data["solver"])
+        distances, values = np.asarray(data["distances"]), np.asarray(data["eigenvalues"])
+        fermi, around = float(data["fermi_energy"]), float(data["around"])
+        label_index, label_names = np.asarray(data["label_index"]), [str(n) for n in data["label_names"]]
+    reference = 0.0 if math.isnan(fermi) else fermi
+    shown = values - reference
+    figure = _figure(6.5, 5.0)
+    axes = figure.add_subplot()
+    if len(distances) == 1:
+        for level in shown[0]:
+            axes.axhline(level, color="black", linewidth=1.0)
+        axes.set_xticks([])
+    else:
+        for first, last in path_segments(len(distances), label_index):
+            points = slice(first, last + 1)
+            axes.plot(distances[points], shown[points], color="black", linewidth=1.0)
+        _path_ticks(axes, distances, label_index, label_names)
+        axes.set_xlim(float(distances[0]), float(distances[-1]))
+    if not math.isnan(fermi):
+        axes.axhline(0.0, color="tab:blue", linewidth=0.6, linestyle=":")
+    low, high = float(shown.min()), float(shown.max())
+    if math.isnan(around):  # every state: the window around E_F (or the whole range without one)
+        centre = 0.0 if not math.isnan(fermi) else 0.5 * (low + high)
+        low, high = max(low, centre - BAND_WINDOW_EV), min(high, centre + BAND_WINDOW_EV)
+    margin = 0.05 * max(high - low, 1e-3)
+    axes.set_ylim(low - margin, high + margin)
+    axes.set_ylabel("E - E_F (eV)" if not math.isnan(fermi) else "E (eV)")
+    axes.set_title(f"bands of {sid} ({values.shape[1]} per k, {solver})")
+    return _save(figure, Path(path))
