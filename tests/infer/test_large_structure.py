@@ -77,7 +77,7 @@ def normaliser():
     ("net_type", "irreps", "parity"),
     [
         ("sparrow", "8x0e+4x1o+4x1e+2x2e+2x2o+2x3o+2x3e+2x4e", True),
-        ("eagle", "8x0e+4x1e+4x2e+2x3e+2x4e", False),
+        pytest.param("eagle", "8x0e+4x1e+4x2e+2x3e+2x4e", False, marks=pytest.mark.slow),  # ~1 min loaded
     ],
 )
 def test_chunked_prediction_equals_whole_graph(si64, normaliser, net_type, irreps, parity):
@@ -206,3 +206,65 @@ def test_chunk_size_from_memory(monkeypatch):
     assert resolve_chunk_edges(0) == chunk_edges_for_memory(4 * gib)
     monkeypatch.setenv("HAMFLOW_CHUNK_EDGES", "777")
     assert resolve_chunk_edges(5000) == 777
+
+
+@pytest.mark.slow  # two compilations of a small sparrow: ~1-2 min on 2 loaded cores
+def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
+    """run_inference (``hamflow infer``) on a POSCAR-only 64-atom Si cell: the chunked path
+    (chunk_edges below the edge count) writes the file the batched path writes, to float32 rounding."""
+    import jax
+
+    from hamflow.config.infer_config import parse_infer_config
+    from hamflow.data.info import StructureInfo, write_info
+    from hamflow.data.poscar import write_poscar
+    from hamflow.infer.predict import example_batch
+    from hamflow.infer.stage import run_inference
+    from hamflow.train import checkpoint as ckpt
+    from hamflow.train.saved_model import ModelSpec, build_network
+
+    poscar = _si_poscar(2)
+    folder = tmp_path / "inputs" / "dft" / "si"
+    folder.mkdir(parents=True)
+    write_poscar(folder / "POSCAR", poscar)
+    write_info(folder / "info.json", StructureInfo(64, 64 * 13, False, False, None, ORBITALS))
+    spec = ModelSpec(
+        net_type="sparrow",
+        shell_ls=SHELLS,
+        net_irreps="8x0e+4x1o+4x1e+2x2e+2x2o+2x3o+2x3e+2x4e",
+        num_blocks=2,
+        gaussian_basis_rmax=CUTOFF,
+        consider_parity=True,
+        spinful=False,
+        target_type="H",
+        elements_orbital_map=ORBITALS,
+        float_type="fp32",
+    )
+    layout = ckpt.RunLayout(tmp_path / "run")
+    layout.model.mkdir(parents=True)
+    spec.save(layout.model_json)
+    normaliser.save(layout.normaliser)
+    graph = _graph(poscar)
+    params = init_params(build_network(spec, jax.numpy.float32), example_batch(graph), seed=0)["params"]
+    ckpt.save_best(layout, params, {"epoch": 0})
+    files = {}
+    for name, chunk in (("batched", 100_000), ("chunked", 512)):
+        cfg = parse_infer_config(
+            {
+                "system": {"device": "cpu*1", "float_type": "fp32", "log_level": "warning"},
+                "data": {
+                    "inputs_dir": str(tmp_path / "inputs"),
+                    "outputs_dir": str(tmp_path / "out"),
+                    "graph": {"graph_type": "Sap", "parallel_num": 1},
+                },
+                "model": {"model_dir": str(layout.root)},
+                "process": {"infer": {"chunk_edges": chunk}},
+            }
+        )
+        result = run_inference(cfg, run_dir=tmp_path / name)
+        files[name] = _datasets(result.output_dir / "si" / "hamiltonian_pred.h5")
+    batched, chunked = files["batched"], files["chunked"]
+    assert batched["atom_pairs"].shape[0] == graph.num_edges > 512
+    for key in ("atom_pairs", "chunk_shapes", "chunk_boundaries"):
+        np.testing.assert_array_equal(batched[key], chunked[key])
+    scale = np.abs(batched["entries"]).max()
+    np.testing.assert_allclose(chunked["entries"], batched["entries"], rtol=0, atol=5e-6 * scale)
