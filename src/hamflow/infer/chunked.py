@@ -39,8 +39,9 @@ from hamflow.train.normaliser import Normaliser
 
 LOG = logging.getLogger(__name__)
 
-#: Peak bytes per edge of one chunk's step, measured on the sparrow and eagle defaults (float32);
-#: the chunk is sized so that this times the chunk fits the memory share given to it.
+#: Peak bytes per edge of one chunk's step: ~90 kB measured for the 127k-parameter sparrow of
+#: config/train.toml (float32, benchmarks/infer_large.py); the chunk is sized so that this times the
+#: chunk fits the memory share given to it. Wider networks need more per edge: set chunk_edges.
 CHUNK_BYTES_PER_EDGE = 96 * 1024
 #: The share of the available memory one chunk's intermediates may take (the rest: the state,
 #: the graph, JAX's own buffers).
@@ -165,6 +166,7 @@ class ChunkedNetwork:
         self.num_blocks = int(backbone.num_blocks)
         self.compute_dtype = backbone.dtype
         self._jitted: dict[Any, Callable[..., Any]] = {}
+        self._onsite: tuple[np.ndarray, jnp.ndarray] | None = None
 
     # ------------------------------------------------------------------ jitted steps
     def _step(self, step: str, *static: Any) -> Callable[..., Any]:
@@ -306,8 +308,7 @@ class ChunkedNetwork:
         return np.asarray(out)[: rows.shape[0]]
 
     def _onsite_cache(self, nodes: np.ndarray) -> jnp.ndarray:
-        cached = getattr(self, "_onsite", None)
-        if cached is None or cached[0] is not nodes:
+        if self._onsite is None or self._onsite[0] is not nodes:
             self._onsite = (nodes, self._step("onsite")(self.params, nodes))
         return self._onsite[1]
 
