@@ -126,6 +126,17 @@ class InferProcessConfig:
     multi_way_jit_num: int = option(
         1, check=at_least(1), allowed="an integer >= 1", doc="padded shape buckets (one compilation each)"
     )
+    chunk_edges: int = option(
+        0,
+        check=at_least(0),
+        allowed="an integer >= 0 (0: chosen from the memory available)",
+        doc=(
+            "a structure with more edges than this is predicted alone, its edges fed through the "
+            "network this many at a time and its file written slice by slice (memory linear in the "
+            "atoms, see [inference.md](inference.md#large-structures)); 0: from the memory available"
+        ),
+        origin="hamflow",
+    )
     dataloader: InferDataloaderConfig = section(InferDataloaderConfig)
 
 

@@ -65,7 +65,8 @@ class TrainedModel:
     """A trained network ready to predict.
 
     apply_fn(params, batch) -> raw (E, B, B) blocks (normalised units); ``normaliser`` turns them
-    into eV (H) or electrons (Rho). ``checkpoint`` is the parameter folder that was loaded.
+    into eV (H) or electrons (Rho). ``checkpoint`` is the parameter folder that was loaded; ``module``
+    the flax module itself (for the chunked prediction of large structures, hamflow.infer.chunked).
     """
 
     layout: RunLayout
@@ -75,6 +76,7 @@ class TrainedModel:
     params: Any
     apply_fn: ApplyFn
     checkpoint: CheckpointInfo
+    module: Any = None
 
 
 def load_model_spec(model_dir: str | Path) -> tuple[RunLayout, ModelSpec]:
@@ -134,6 +136,7 @@ def load_trained_model(
         params=params,
         apply_fn=apply_fn,
         checkpoint=info,
+        module=module,
     )
 
 

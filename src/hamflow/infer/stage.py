@@ -277,6 +277,41 @@ def run_inference(
         handler.close()
 
 
+class _Subset:
+    """Some graphs of a store, as a GraphSource for :func:`hamflow.infer.predict.predict_graphs`."""
+
+    def __init__(self, store: Any, indices: Sequence[int]) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    @property
+    def num_nodes(self) -> np.ndarray:
+        return np.asarray(self.store.num_nodes)[self.indices]
+
+    @property
+    def num_edges(self) -> np.ndarray:
+        return np.asarray(self.store.num_edges)[self.indices]
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def get(self, index: int) -> StructureGraph:
+        return self.store.get(int(self.indices[index]))
+
+
+def _template_graph(store: Any) -> StructureGraph:
+    """The smallest graph of ``store``, cut to its first 64 edges: the parameter shapes do not depend
+    on the edges, and a large structure's whole batch would cost memory for nothing."""
+    graph = store.get(int(np.argmin(np.asarray(store.num_edges))))
+    keep = slice(0, min(graph.num_edges, 64))
+    graph.edge_src, graph.edge_dst = graph.edge_src[keep], graph.edge_dst[keep]
+    graph.edge_shift, graph.edge_vec = graph.edge_shift[keep], graph.edge_vec[keep]
+    graph.label_mask = graph.label_mask[keep]
+    graph.labels = None if graph.labels is None else graph.labels[keep]
+    graph.overlap = None if graph.overlap is None else graph.overlap[keep]
+    return graph
+
+
 def _predict_and_write(
     cfg: InferConfig,
     spec: ModelSpec,
@@ -287,6 +322,7 @@ def _predict_and_write(
     result: InferResult,
 ) -> None:
     from hamflow.graph.store import GraphStore
+    from hamflow.infer.chunked import ChunkedNetwork, predict_large_graph, resolve_chunk_edges
     from hamflow.infer.predict import (
         example_batch,
         graph_prediction,
@@ -301,7 +337,7 @@ def _predict_and_write(
     infer = cfg.process.infer
     model = load_trained_model(
         cfg.model.model_dir,
-        example_batch(store.get(0)),
+        example_batch(_template_graph(store)),
         load_model_type=cfg.model.load_model_type,
         load_model_epoch=cfg.model.load_model_epoch,
         compute_dtype=policy.compute_dtype,
@@ -309,30 +345,64 @@ def _predict_and_write(
     result.checkpoint = model.checkpoint.path
     real = np.dtype(policy.label_dtype)
     compute = np.result_type(real, np.complex64) if spec.spinful else real
-    predict_fn = make_predict_fn(model.apply_fn, model.normaliser, spinful=spec.spinful, out_dtype=compute)
     file_dtype = output_dtype(cfg.system.float_type, spec.spinful)
     file_name = OUTPUT_FILE.get(spec.target_type, OUTPUT_FILE["H"])
+    chunk_edges = resolve_chunk_edges(infer.chunk_edges)
+    edges_of = np.asarray(store.num_edges)
+    large = [int(i) for i in np.nonzero(edges_of > chunk_edges)[0]]
+    small = [int(i) for i in np.nonzero(edges_of <= chunk_edges)[0]]
     started = time.perf_counter()
-    for count, (graph, blocks) in enumerate(
-        predict_graphs(
-            store,
-            predict_fn,
-            model.params,
-            batch_size=infer.dataloader.batch_size,
-            multi_way_jit_num=infer.multi_way_jit_num,
-            devices=devices,
-        ),
-        start=1,
-    ):
-        matrix = graph_prediction(
-            graph, blocks, model.basis, spec.elements_orbital_map, symmetrize=infer.target_symmetrize
+    if small:
+        predict_fn = make_predict_fn(
+            model.apply_fn, model.normaliser, spinful=spec.spinful, out_dtype=compute
         )
-        write_prediction(output_dir / graph.sid / file_name, matrix, file_dtype)
-        result.predicted.append(graph.sid)
-        if count % 100 == 0:
-            LOG.info(
-                "%d / %d structures predicted (%.1f s)", count, len(store), time.perf_counter() - started
+        for count, (graph, blocks) in enumerate(
+            predict_graphs(
+                _Subset(store, small),
+                predict_fn,
+                model.params,
+                batch_size=infer.dataloader.batch_size,
+                multi_way_jit_num=infer.multi_way_jit_num,
+                devices=devices,
+            ),
+            start=1,
+        ):
+            matrix = graph_prediction(
+                graph, blocks, model.basis, spec.elements_orbital_map, symmetrize=infer.target_symmetrize
             )
+            write_prediction(output_dir / graph.sid / file_name, matrix, file_dtype)
+            result.predicted.append(graph.sid)
+            if count % 100 == 0:
+                LOG.info(
+                    "%d / %d structures predicted (%.1f s)", count, len(store), time.perf_counter() - started
+                )
+    if large:
+        LOG.info(
+            "%d structure(s) with more than %d edges: predicted one by one in chunks of %d edges",
+            len(large),
+            chunk_edges,
+            chunk_edges,
+        )
+        network = ChunkedNetwork(
+            model.module,
+            model.params,
+            model.normaliser,
+            spinful=spec.spinful,
+            out_dtype=compute,
+            chunk_edges=chunk_edges,
+        )
+        for index in large:
+            graph = store.get(index)
+            predict_large_graph(
+                output_dir / graph.sid / file_name,
+                graph,
+                network,
+                model.basis,
+                spec.elements_orbital_map,
+                symmetrize=infer.target_symmetrize,
+                dtype=file_dtype,
+            )
+            result.predicted.append(graph.sid)
     LOG.info(
         "predicted %d structures in %.1f s -> %s/<sid>/%s",
         len(result.predicted),

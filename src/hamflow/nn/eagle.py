@@ -27,7 +27,7 @@ import numpy as np
 
 from hamflow.graph.batch import GraphBatch
 from hamflow.nn.layers import EquivariantLayerNorm, gate, gate_input_irreps, permute_last, regroup
-from hamflow.nn.radial import EdgeGeometry, edge_geometry
+from hamflow.nn.radial import EdgeChunk, EdgeGeometry, chunk_geometry, inverse_sqrt_degree, node_degree
 from hamflow.nn.sparrow import NUM_ELEMENTS, radial_weights
 
 
@@ -152,12 +152,76 @@ class SO2Convolution(nn.Module):
 
 
 class EagleBlock(nn.Module):
-    """One node update followed by one edge update (see the module docstring)."""
+    """One node update followed by one edge update (see the module docstring).
+
+    Three steps, as in :class:`hamflow.nn.sparrow.SparrowBlock`: :meth:`messages` (per edge, summed
+    by atom i), :meth:`update_nodes`, :meth:`update_edges`; ``__call__`` runs them on all edges.
+    """
 
     irreps: str
     radial_hidden: int
 
-    @nn.compact
+    def setup(self) -> None:
+        gate_irreps = str(gate_input_irreps(e3nn.Irreps(self.irreps)))
+        self.node_norm = EquivariantLayerNorm()
+        self.edge_norm = EquivariantLayerNorm()
+        self.node_conv = SO2Convolution(gate_irreps, self.radial_hidden)
+        self.node_self = e3nn.flax.Linear(gate_irreps, force_irreps_out=True)
+        self.pair_norm = EquivariantLayerNorm()
+        self.edge_conv = SO2Convolution(gate_irreps, self.radial_hidden)
+        self.edge_self = e3nn.flax.Linear(gate_irreps, force_irreps_out=True)
+
+    def _scalars(self, x: e3nn.IrrepsArray) -> jnp.ndarray:
+        num_scalars = e3nn.Irreps(self.irreps).filter(keep=["0e"]).dim
+        return x.filter(keep=["0e"]).array[..., :num_scalars]
+
+    def messages(
+        self,
+        nodes: e3nn.IrrepsArray,
+        edges: e3nn.IrrepsArray,
+        wigners: list[jnp.ndarray],
+        geometry: EdgeGeometry,
+        src: jnp.ndarray,
+        dst: jnp.ndarray,
+    ) -> jnp.ndarray:
+        """(N, gate irreps dim) messages of these C edges summed into their atom i = src."""
+        node_in = self.node_norm(nodes)
+        edge_in = self.edge_norm(edges)
+        message_in = regroup(e3nn.concatenate([node_in[dst], edge_in]))
+        scalars = self._scalars(node_in)
+        messages = self.node_conv(message_in, wigners, geometry.radial, [scalars[src], scalars[dst]])
+        messages = messages * geometry.message_weights[:, None]
+        return jax.ops.segment_sum(messages.array, src, num_segments=nodes.shape[0])
+
+    def update_nodes(
+        self, nodes: e3nn.IrrepsArray, summed: jnp.ndarray, inv_sqrt_degree: jnp.ndarray
+    ) -> e3nn.IrrepsArray:
+        """Nodes after the update, from the messages ``summed`` over all edges (N, gate dim)."""
+        irreps = e3nn.Irreps(self.irreps)
+        aggregated = e3nn.IrrepsArray(gate_input_irreps(irreps), summed * inv_sqrt_degree[:, None])
+        self_term = self.node_self(self.node_norm(nodes))
+        return nodes + gate(aggregated + self_term, irreps)
+
+    def update_edges(
+        self,
+        nodes: e3nn.IrrepsArray,
+        edges: e3nn.IrrepsArray,
+        wigners: list[jnp.ndarray],
+        geometry: EdgeGeometry,
+        src: jnp.ndarray,
+        dst: jnp.ndarray,
+        offsite: jnp.ndarray,
+    ) -> e3nn.IrrepsArray:
+        """The C edges after the update, from the updated atoms ``nodes`` (N, irreps)."""
+        irreps = e3nn.Irreps(self.irreps)
+        edge_in = self.edge_norm(edges)
+        node_in = self.pair_norm(nodes)
+        pair_in = regroup(e3nn.concatenate([node_in[src], node_in[dst], edge_in]))
+        scalars = self._scalars(node_in)
+        pair = self.edge_conv(pair_in, wigners, geometry.radial, [scalars[src], scalars[dst]])
+        update = pair + self.edge_self(edge_in)
+        return edges + gate(update, irreps) * offsite[:, None]
+
     def __call__(
         self,
         nodes: e3nn.IrrepsArray,
@@ -168,40 +232,18 @@ class EagleBlock(nn.Module):
         dst: jnp.ndarray,
         offsite: jnp.ndarray,
     ) -> tuple[e3nn.IrrepsArray, e3nn.IrrepsArray]:
-        irreps = e3nn.Irreps(self.irreps)
-        gate_irreps = gate_input_irreps(irreps)
-        num_scalars = irreps.filter(keep=["0e"]).dim
-
-        def scalars_of(x: e3nn.IrrepsArray) -> jnp.ndarray:
-            return x.filter(keep=["0e"]).array[..., :num_scalars]
-
-        node_in = EquivariantLayerNorm(name="node_norm")(nodes)
-        edge_in = EquivariantLayerNorm(name="edge_norm")(edges)
-        message_in = regroup(e3nn.concatenate([node_in[dst], edge_in]))
-        messages = SO2Convolution(str(gate_irreps), self.radial_hidden, name="node_conv")(
-            message_in, wigners, geometry.radial, [scalars_of(node_in)[src], scalars_of(node_in)[dst]]
-        )
-        messages = messages * geometry.message_weights[:, None]
-        summed = jax.ops.segment_sum(messages.array, src, num_segments=nodes.shape[0])
-        aggregated = e3nn.IrrepsArray(messages.irreps, summed * geometry.inv_sqrt_degree[:, None])
-        self_term = e3nn.flax.Linear(messages.irreps, force_irreps_out=True, name="node_self")(node_in)
-        nodes = nodes + gate(aggregated + self_term, irreps)
-
-        node_in = EquivariantLayerNorm(name="pair_norm")(nodes)
-        pair_in = regroup(e3nn.concatenate([node_in[src], node_in[dst], edge_in]))
-        pair = SO2Convolution(str(gate_irreps), self.radial_hidden, name="edge_conv")(
-            pair_in, wigners, geometry.radial, [scalars_of(node_in)[src], scalars_of(node_in)[dst]]
-        )
-        update = pair + e3nn.flax.Linear(pair.irreps, force_irreps_out=True, name="edge_self")(edge_in)
-        edges = edges + gate(update, irreps) * offsite[:, None]
-        return nodes, edges
+        summed = self.messages(nodes, edges, wigners, geometry, src, dst)
+        nodes = self.update_nodes(nodes, summed, geometry.inv_sqrt_degree)
+        return nodes, self.update_edges(nodes, edges, wigners, geometry, src, dst, offsite)
 
 
 class Eagle(nn.Module):
     """The eagle backbone: GraphBatch -> (node features (N, irreps), edge features (E, irreps)).
 
     irreps: the regrouped, all-even ``net_irreps``; rmax: the radial cutoff in Angstrom; parity must
-    be False (checked by build_model); dtype: compute dtype of the features.
+    be False (checked by build_model); dtype: compute dtype of the features. The steps of
+    ``__call__`` are methods over an :class:`~hamflow.nn.radial.EdgeChunk`, as in
+    :class:`hamflow.nn.sparrow.Sparrow`.
     """
 
     irreps: str
@@ -212,41 +254,94 @@ class Eagle(nn.Module):
     radial_hidden: int = 64
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, batch: GraphBatch) -> tuple[e3nn.IrrepsArray, e3nn.IrrepsArray]:
+    def setup(self) -> None:
         irreps = e3nn.Irreps(self.irreps)
         if self.parity or any(ir.p == -1 for _, ir in irreps):
             raise ValueError("eagle is SO(3)-equivariant only: parity must be False and irreps even")
-        geometry = edge_geometry(batch, rmax=self.rmax, num_basis=self.num_radial, dtype=self.dtype)
-        src = jnp.asarray(batch.edge_src)
-        dst = jnp.asarray(batch.edge_dst)
-        offsite = jnp.logical_not(jnp.asarray(batch.edge_onsite)).astype(self.dtype)
-        lmax = irreps.lmax
-        wigners = edge_frame_wigners(geometry.directions, lmax)
+        num_scalars = irreps.filter(keep=["0e"]).dim
+        self.atom_embedding = nn.Embed(NUM_ELEMENTS, num_scalars, embedding_init=nn.initializers.normal(1.0))
+        self.node_init = e3nn.flax.Linear(irreps, force_irreps_out=True)
+        self.edge_radial = e3nn.flax.MultiLayerPerceptron((self.radial_hidden, num_scalars), act=jax.nn.silu)
+        self.edge_init = e3nn.flax.Linear(irreps, force_irreps_out=True)
+        for index in range(self.num_blocks):
+            setattr(self, f"block_{index}", EagleBlock(str(irreps), self.radial_hidden))
+        self.node_out_norm = EquivariantLayerNorm()
+        self.edge_out_norm = EquivariantLayerNorm()
+
+    def _geometry(self, chunk: EdgeChunk, inv_sqrt_degree: jnp.ndarray) -> EdgeGeometry:
+        return chunk_geometry(
+            chunk, inv_sqrt_degree, rmax=self.rmax, num_basis=self.num_radial, dtype=self.dtype
+        )
+
+    def _edge_terms(self, chunk: EdgeChunk) -> tuple[EdgeGeometry, list[jnp.ndarray], jnp.ndarray]:
+        geometry = self._geometry(chunk, jnp.ones((1,), self.dtype))
+        wigners = edge_frame_wigners(geometry.directions, e3nn.Irreps(self.irreps).lmax)
+        offsite = jnp.logical_not(jnp.asarray(chunk.edge_onsite)).astype(self.dtype)
+        return geometry, wigners, offsite
+
+    def degree(self, chunk: EdgeChunk, num_nodes: int) -> jnp.ndarray:
+        """(num_nodes,) this chunk's part of the nodes' degree (hamflow.nn.radial.node_degree)."""
+        return node_degree(chunk, num_nodes, rmax=self.rmax, dtype=self.dtype)
+
+    def initial_nodes(self, atomic_numbers: jnp.ndarray) -> e3nn.IrrepsArray:
+        """(N, irreps) node features before the first block."""
+        embedding = self.atom_embedding(jnp.asarray(atomic_numbers))
+        return self.node_init(e3nn.IrrepsArray(f"{embedding.shape[-1]}x0e", embedding.astype(self.dtype)))
+
+    def initial_edges(self, chunk: EdgeChunk) -> e3nn.IrrepsArray:
+        """(C, irreps) features of the chunk's edges before the first block."""
+        geometry = self._geometry(chunk, jnp.ones((1,), self.dtype))
         sh = e3nn.spherical_harmonics(
-            e3nn.Irreps.spherical_harmonics(lmax, p=1),
+            e3nn.Irreps.spherical_harmonics(e3nn.Irreps(self.irreps).lmax, p=1),
             e3nn.IrrepsArray("1e", geometry.directions),
             normalize=False,
             normalization="component",
         )
-
-        num_scalars = irreps.filter(keep=["0e"]).dim
-        embedding = nn.Embed(
-            NUM_ELEMENTS, num_scalars, embedding_init=nn.initializers.normal(1.0), name="atom_embedding"
-        )(jnp.asarray(batch.atomic_numbers))
-        nodes = e3nn.flax.Linear(irreps, force_irreps_out=True, name="node_init")(
-            e3nn.IrrepsArray(f"{num_scalars}x0e", embedding.astype(self.dtype))
-        )
-        radial_scalars = e3nn.flax.MultiLayerPerceptron(
-            (self.radial_hidden, num_scalars), act=jax.nn.silu, name="edge_radial"
-        )(geometry.radial)
+        radial_scalars = self.edge_radial(geometry.radial)
+        num_scalars = radial_scalars.shape[-1]
         edge_in = regroup(e3nn.concatenate([e3nn.IrrepsArray(f"{num_scalars}x0e", radial_scalars), sh]))
-        edges = e3nn.flax.Linear(irreps, force_irreps_out=True, name="edge_init")(edge_in)
+        return self.edge_init(edge_in)
 
-        for index in range(self.num_blocks):
-            nodes, edges = EagleBlock(str(irreps), self.radial_hidden, name=f"block_{index}")(
-                nodes, edges, wigners, geometry, src, dst, offsite
-            )
-        return EquivariantLayerNorm(name="node_out_norm")(nodes), EquivariantLayerNorm(name="edge_out_norm")(
-            edges
+    def block_messages(
+        self, index: int, nodes: e3nn.IrrepsArray, edges: e3nn.IrrepsArray, chunk: EdgeChunk
+    ) -> jnp.ndarray:
+        """Block ``index``: (N, gate dim) messages of the chunk's edges summed by atom i."""
+        geometry, wigners, _ = self._edge_terms(chunk)
+        block = getattr(self, f"block_{index}")
+        return block.messages(
+            nodes, edges, wigners, geometry, jnp.asarray(chunk.edge_src), jnp.asarray(chunk.edge_dst)
         )
+
+    def block_nodes(
+        self, index: int, nodes: e3nn.IrrepsArray, summed: jnp.ndarray, inv_sqrt_degree: jnp.ndarray
+    ) -> e3nn.IrrepsArray:
+        """Block ``index``: updated nodes from the messages summed over all edges."""
+        return getattr(self, f"block_{index}").update_nodes(nodes, summed, inv_sqrt_degree)
+
+    def block_edges(
+        self, index: int, nodes: e3nn.IrrepsArray, edges: e3nn.IrrepsArray, chunk: EdgeChunk
+    ) -> e3nn.IrrepsArray:
+        """Block ``index``: the chunk's edges updated from the updated ``nodes``."""
+        geometry, wigners, offsite = self._edge_terms(chunk)
+        block = getattr(self, f"block_{index}")
+        return block.update_edges(
+            nodes, edges, wigners, geometry, jnp.asarray(chunk.edge_src), jnp.asarray(chunk.edge_dst), offsite
+        )
+
+    def final_nodes(self, nodes: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+        return self.node_out_norm(nodes)
+
+    def final_edges(self, edges: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+        return self.edge_out_norm(edges)
+
+    def __call__(self, batch: GraphBatch) -> tuple[e3nn.IrrepsArray, e3nn.IrrepsArray]:
+        chunk = EdgeChunk.of(batch)
+        num_nodes = batch.atomic_numbers.shape[0]
+        geometry, wigners, offsite = self._edge_terms(chunk)
+        geometry = geometry._replace(inv_sqrt_degree=inverse_sqrt_degree(self.degree(chunk, num_nodes)))
+        src, dst = jnp.asarray(batch.edge_src), jnp.asarray(batch.edge_dst)
+        nodes = self.initial_nodes(batch.atomic_numbers)
+        edges = self.initial_edges(chunk)
+        for index in range(self.num_blocks):
+            nodes, edges = getattr(self, f"block_{index}")(nodes, edges, wigners, geometry, src, dst, offsite)
+        return self.final_nodes(nodes), self.final_edges(edges)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from hamflow.graph.irreps import canonical_net_type, check_net_irreps, check_par
 from hamflow.nn.block_head import BlockReadout
 from hamflow.nn.dropout import irreps_dropout
 from hamflow.nn.eagle import Eagle
+from hamflow.nn.radial import EdgeChunk
 from hamflow.nn.sparrow import Sparrow
 
 
@@ -32,6 +34,10 @@ class HamiltonianNetwork(nn.Module):
     dropout_rate: with ``dropout=True`` (the training step, which passes a ``"dropout"`` rng), whole
     irrep channels of the backbone's node and edge features are dropped before the readouts
     (hamflow.nn.dropout); ``dropout=False`` (the default: evaluation, inference) is deterministic.
+
+    The steps of ``__call__`` without dropout are also methods (:data:`PHASE_METHODS`), so that the
+    edges of a large structure can be fed in chunks (hamflow.infer.chunked): :meth:`backbone_step`
+    (a step of the backbone by name), :meth:`onsite_blocks` and :meth:`edge_blocks`.
     """
 
     backbone: nn.Module
@@ -41,24 +47,43 @@ class HamiltonianNetwork(nn.Module):
     spin_orbit: bool = False
     dropout_rate: float = 0.0
 
-    @nn.compact
-    def __call__(self, batch: GraphBatch, dropout: bool = False) -> jnp.ndarray:
-        nodes, edges = self.backbone(batch)
-        if dropout and self.dropout_rate > 0:
-            node_key, edge_key = jax.random.split(self.make_rng("dropout"))
-            nodes = irreps_dropout(nodes, self.dropout_rate, node_key)
-            edges = irreps_dropout(edges, self.dropout_rate, edge_key)
+    def setup(self) -> None:
         head = {
             "shell_ls": self.shell_ls,
             "parity": self.parity,
             "spinful": self.spinful,
             "spin_orbit": self.spin_orbit,
         }
-        onsite_blocks = BlockReadout(**head, name="onsite_head")(nodes)
-        offsite_blocks = BlockReadout(**head, name="offsite_head")(edges)
-        onsite = jnp.asarray(batch.edge_onsite)[:, None, None]
-        blocks = jnp.where(onsite, onsite_blocks[jnp.asarray(batch.edge_src)], offsite_blocks)
-        return jnp.where(jnp.asarray(batch.edge_mask)[:, None, None], blocks, 0)
+        self.onsite_head = BlockReadout(**head)
+        self.offsite_head = BlockReadout(**head)
+
+    def backbone_step(self, step: str, *args: Any) -> Any:
+        """The backbone's method ``step`` (initial_nodes, block_messages, ...) applied to ``args``."""
+        return getattr(self.backbone, step)(*args)
+
+    def onsite_blocks(self, nodes: e3nn.IrrepsArray) -> jnp.ndarray:
+        """(N, b, b) on-site blocks of every atom from the backbone's final node features."""
+        return self.onsite_head(nodes)
+
+    def edge_blocks(self, onsite: jnp.ndarray, edges: e3nn.IrrepsArray, chunk: EdgeChunk) -> jnp.ndarray:
+        """(C, b, b) blocks of the chunk's edges: on-site edges take ``onsite`` (N, b, b) of their atom,
+        the others the readout of their final ``edges`` features (C, irreps); padding edges zero."""
+        offsite = self.offsite_head(edges)
+        is_onsite = jnp.asarray(chunk.edge_onsite)[:, None, None]
+        blocks = jnp.where(is_onsite, onsite[jnp.asarray(chunk.edge_src)], offsite)
+        return jnp.where(jnp.asarray(chunk.edge_mask)[:, None, None], blocks, 0)
+
+    def __call__(self, batch: GraphBatch, dropout: bool = False) -> jnp.ndarray:
+        nodes, edges = self.backbone(batch)
+        if dropout and self.dropout_rate > 0:
+            node_key, edge_key = jax.random.split(self.make_rng("dropout"))
+            nodes = irreps_dropout(nodes, self.dropout_rate, node_key)
+            edges = irreps_dropout(edges, self.dropout_rate, edge_key)
+        return self.edge_blocks(self.onsite_blocks(nodes), edges, EdgeChunk.of(batch))
+
+
+#: Methods of HamiltonianNetwork that a chunked caller applies (the float cast of the params applies).
+PHASE_METHODS = ("__call__", "backbone_step", "onsite_blocks", "edge_blocks")
 
 
 def _cast_floats(dtype: Any):
@@ -124,6 +149,7 @@ def build_model(
         trans_out_fn=_cast_floats(jnp.float32),
         init=True,
         mutable=True,
+        methods=list(PHASE_METHODS),
     )
     return network(
         backbone=backbone,

@@ -75,22 +75,72 @@ class EdgeGeometry(NamedTuple):
     inv_sqrt_degree: jnp.ndarray
 
 
+class EdgeChunk(NamedTuple):
+    """The per-edge inputs of the networks for all edges of a batch or for a slice of them.
+
+    edge_vec:    (C, 3) r_ij in Angstrom, Cartesian (x, y, z).
+    edge_onsite: (C,) bool, i == j and R == 0.
+    edge_mask:   (C,) bool, False for padding edges.
+    edge_src:    (C,) int32 atom i, an index into the batch's nodes (all of them, not only the slice's).
+    edge_dst:    (C,) int32 atom j.
+    """
+
+    edge_vec: jnp.ndarray
+    edge_onsite: jnp.ndarray
+    edge_mask: jnp.ndarray
+    edge_src: jnp.ndarray
+    edge_dst: jnp.ndarray
+
+    @classmethod
+    def of(cls, batch: GraphBatch) -> EdgeChunk:
+        """All edges of ``batch``."""
+        return cls(batch.edge_vec, batch.edge_onsite, batch.edge_mask, batch.edge_src, batch.edge_dst)
+
+
+def _lengths_directions(chunk: EdgeChunk, dtype: jnp.dtype) -> tuple[jnp.ndarray, jnp.ndarray]:
+    return safe_length_and_direction(to_e3nn_axes(jnp.asarray(chunk.edge_vec, dtype=dtype)))
+
+
+def message_weights(chunk: EdgeChunk, *, rmax: float, dtype: jnp.dtype) -> jnp.ndarray:
+    """(C,) cutoff envelope of real off-site edges, 0 for on-site and padding edges."""
+    lengths, _ = _lengths_directions(chunk, dtype)
+    real_offsite = jnp.logical_and(jnp.asarray(chunk.edge_mask), jnp.logical_not(chunk.edge_onsite))
+    return jnp.where(real_offsite, cutoff_envelope(lengths, rmax), 0.0).astype(dtype)
+
+
+def node_degree(chunk: EdgeChunk, num_nodes: int, *, rmax: float, dtype: jnp.dtype) -> jnp.ndarray:
+    """(num_nodes,) sum of the message weights of ``chunk``'s edges by their atom i (``edge_src``).
+
+    The degree of a graph is the sum of this over any split of its edges into chunks."""
+    weights = message_weights(chunk, rmax=rmax, dtype=dtype)
+    return jax.ops.segment_sum(weights, jnp.asarray(chunk.edge_src), num_segments=num_nodes)
+
+
+def inverse_sqrt_degree(degree: jnp.ndarray) -> jnp.ndarray:
+    """(N,) 1 / sqrt(1 + degree): the message normalisation of each node."""
+    return jax.lax.rsqrt(1.0 + degree)
+
+
+def chunk_geometry(
+    chunk: EdgeChunk, inv_sqrt_degree: jnp.ndarray, *, rmax: float, num_basis: int, dtype: jnp.dtype
+) -> EdgeGeometry:
+    """EdgeGeometry of ``chunk``'s edges with the nodes' normalisation ``inv_sqrt_degree`` (N,) of the
+    whole graph (:func:`inverse_sqrt_degree` of the :func:`node_degree` summed over all edges)."""
+    lengths, directions = _lengths_directions(chunk, dtype)
+    return EdgeGeometry(
+        lengths=lengths,
+        directions=directions,
+        radial=gaussian_basis(lengths, rmax, num_basis),
+        message_weights=message_weights(chunk, rmax=rmax, dtype=dtype),
+        inv_sqrt_degree=inv_sqrt_degree,
+    )
+
+
 def edge_geometry(batch: GraphBatch, *, rmax: float, num_basis: int, dtype: jnp.dtype) -> EdgeGeometry:
     """Lengths, directions, radial basis and message normalisation of a batch, computed in ``dtype``.
 
     Messages into node i = edge_src come from j = edge_dst along r_ij = edge_vec (Angstrom).
     """
-    vectors = to_e3nn_axes(jnp.asarray(batch.edge_vec, dtype=dtype))
-    lengths, directions = safe_length_and_direction(vectors)
-    real_offsite = jnp.logical_and(jnp.asarray(batch.edge_mask), jnp.logical_not(batch.edge_onsite))
-    message_weights = jnp.where(real_offsite, cutoff_envelope(lengths, rmax), 0.0).astype(dtype)
-    degree = jax.ops.segment_sum(
-        message_weights, jnp.asarray(batch.edge_src), num_segments=batch.atomic_numbers.shape[0]
-    )
-    return EdgeGeometry(
-        lengths=lengths,
-        directions=directions,
-        radial=gaussian_basis(lengths, rmax, num_basis),
-        message_weights=message_weights,
-        inv_sqrt_degree=jax.lax.rsqrt(1.0 + degree),
-    )
+    chunk = EdgeChunk.of(batch)
+    degree = node_degree(chunk, batch.atomic_numbers.shape[0], rmax=rmax, dtype=dtype)
+    return chunk_geometry(chunk, inverse_sqrt_degree(degree), rmax=rmax, num_basis=num_basis, dtype=dtype)

@@ -104,6 +104,26 @@ class EnvironmentBaseline:
     widths: np.ndarray
     pseudo_weights: np.ndarray | None = None  # (S+1, S+1, C', F'): None in files written before it
 
+    def node_density(
+        self,
+        shell_ls: Sequence[int],
+        species_i: jnp.ndarray,
+        species_j: jnp.ndarray,
+        edge_src: jnp.ndarray,
+        edge_vec: jnp.ndarray,
+        offsite: jnp.ndarray,
+        num_nodes: int,
+    ) -> jnp.ndarray:
+        """(num_nodes, S+1, K, LM) neighbour densities of these edges by centre atom (arguments as in
+        :meth:`blocks`); additive over any split of the edges. JAX, jittable, float32."""
+        n_species = int(self.weights.shape[0])
+        length, safe = edge_geometry(edge_vec, offsite)
+        sh = standard_harmonics(safe, _lmax_density(tuple(int(l) for l in shell_ls)))  # (E, LM)
+        radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
+        onehot = jnp.logical_and(species_j[:, None] == jnp.arange(n_species)[None, :], offsite[:, None])
+        contrib = onehot[:, :, None, None] * radial[:, None, :, None] * sh[:, None, None, :]
+        return jax.ops.segment_sum(contrib, edge_src, num_segments=num_nodes)
+
     def blocks(
         self,
         shell_ls: Sequence[int],
@@ -114,20 +134,21 @@ class EnvironmentBaseline:
         edge_vec: jnp.ndarray,
         offsite: jnp.ndarray,
         num_nodes: int,
+        density: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         """(E, B, B) baseline blocks on the ``offsite`` (E,) edges (real off-site edges), zero elsewhere;
         the neighbour densities sum over the same edges by their centre atom ``edge_src``.
         species_i/j: (E,) species rows of the edge's atoms; edge_vec (E, 3) Angstrom; num_nodes: atoms
-        (static). JAX, jittable, float32."""
+        (static). ``density``: :meth:`node_density` summed over all edges of the graph, when these
+        edges are only a slice of them. JAX, jittable, float32."""
         shell_ls = tuple(int(l) for l in shell_ls)
-        n_species = int(self.weights.shape[0])
         lmax = _lmax_density(shell_ls)
         length, safe = edge_geometry(edge_vec, offsite)
         sh = standard_harmonics(safe, lmax)  # (E, LM)
-        radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
-        onehot = jnp.logical_and(species_j[:, None] == jnp.arange(n_species)[None, :], offsite[:, None])
-        contrib = onehot[:, :, None, None] * radial[:, None, :, None] * sh[:, None, None, :]
-        density = jax.ops.segment_sum(contrib, edge_src, num_segments=num_nodes)  # (N, S+1, K, LM)
+        if density is None:
+            density = self.node_density(
+                shell_ls, species_i, species_j, edge_src, edge_vec, offsite, num_nodes
+            )
         terms = [(self.weights, False)]
         if self.pseudo_weights is not None and _components(shell_ls, forbidden=True):
             terms.append((self.pseudo_weights, True))

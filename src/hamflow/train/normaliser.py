@@ -146,36 +146,84 @@ class Normaliser:
         offsite: jnp.ndarray,
         edge_vec: jnp.ndarray,
         onsite: jnp.ndarray | None = None,
+        node_terms: tuple[jnp.ndarray | None, jnp.ndarray | None] | None = None,
     ) -> jnp.ndarray | None:
         """(E, B, B) baselines: the two-centre one and the environment one on the ``offsite`` (E,)
         edges (real, not on-site) and the neighbour-sum one on the ``onsite`` (E,) edges (real on-site
-        edges; omitted: none), or None when this normaliser has none. JAX, jittable; target units."""
+        edges; omitted: none), or None when this normaliser has none. ``node_terms``: the
+        :meth:`baseline_node_terms` of the whole graph when these edges are a slice of it (the
+        neighbour sums then cover all edges). JAX, jittable; target units."""
         if self.shell_ls is None or (self.baseline is None and self.onsite_baseline is None):
             return None
         species_of_z = jnp.asarray(self.species_of_z)
         si = species_of_z[atomic_numbers[edge_src]]
         sj = species_of_z[atomic_numbers[edge_dst]]
+        sums, density = node_terms if node_terms is not None else (None, None)
         total = None
         if self.baseline is not None:
             total = self.baseline.blocks(self.shell_ls, si, sj, edge_vec, offsite)
         if self.onsite_baseline is not None and onsite is not None:
             on = self.onsite_baseline.blocks(
-                self.shell_ls, si, sj, edge_src, edge_vec, offsite, onsite, int(atomic_numbers.shape[0])
+                self.shell_ls, si, sj, edge_src, edge_vec, offsite, onsite, int(atomic_numbers.shape[0]), sums
             )
             total = on if total is None else total + on
         if self.environment_baseline is not None:
             env = self.environment_baseline.blocks(
-                self.shell_ls, si, sj, edge_src, edge_dst, edge_vec, offsite, int(atomic_numbers.shape[0])
+                self.shell_ls,
+                si,
+                sj,
+                edge_src,
+                edge_dst,
+                edge_vec,
+                offsite,
+                int(atomic_numbers.shape[0]),
+                density,
             )
             total = env if total is None else total + env
         return total
 
+    def baseline_node_terms(
+        self,
+        atomic_numbers: jnp.ndarray,
+        edge_src: jnp.ndarray,
+        edge_dst: jnp.ndarray,
+        offsite: jnp.ndarray,
+        edge_vec: jnp.ndarray,
+    ) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+        """The per-atom neighbour sums of the on-site and environment baselines (each None when this
+        normaliser lacks it) over these edges (``offsite``: the real off-site ones); additive over any
+        split of a graph's edges, so a caller feeding the edges in chunks sums them and passes the
+        total to :meth:`physical` as ``node_terms``. JAX, jittable."""
+        if self.shell_ls is None or (self.baseline is None and self.onsite_baseline is None):
+            return None, None
+        species_of_z = jnp.asarray(self.species_of_z)
+        si = species_of_z[atomic_numbers[edge_src]]
+        sj = species_of_z[atomic_numbers[edge_dst]]
+        num_nodes = int(atomic_numbers.shape[0])
+        sums = density = None
+        if self.onsite_baseline is not None:
+            sums = self.onsite_baseline.node_sums(
+                self.shell_ls, si, sj, edge_src, edge_vec, offsite, num_nodes
+            )
+        if self.environment_baseline is not None:
+            density = self.environment_baseline.node_density(
+                self.shell_ls, si, sj, edge_src, edge_vec, offsite, num_nodes
+            )
+        return sums, density
+
     def physical(
-        self, raw: jnp.ndarray, batch: GraphBatch, *, spinful: bool, dtype: Any
+        self,
+        raw: jnp.ndarray,
+        batch: GraphBatch,
+        *,
+        spinful: bool,
+        dtype: Any,
+        node_terms: tuple[jnp.ndarray | None, jnp.ndarray | None] | None = None,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(prediction, scale): the network's normalised output ``raw`` (E, b, b) of one unstacked
         GraphBatch as physical blocks ``raw * scale + offset + baselines`` in ``dtype`` (target units,
-        eV for H), and the (E, b, b) scale used. JAX, jittable."""
+        eV for H), and the (E, b, b) scale used. ``node_terms``: see :meth:`edge_baseline` (for a
+        batch whose edges are a slice of its graph's). JAX, jittable."""
         scale, offset = self.edge_tables(
             batch.atomic_numbers, batch.edge_src, batch.edge_dst, batch.edge_onsite, spinful=spinful
         )
@@ -187,6 +235,7 @@ class Normaliser:
             jnp.logical_and(batch.edge_mask, jnp.logical_not(batch.edge_onsite)),
             batch.edge_vec,
             onsite=jnp.logical_and(batch.edge_mask, batch.edge_onsite),
+            node_terms=node_terms,
         )
         if baseline is not None:
             if spinful:  # the baselines model the spin-free part H0: kron(1, b) on uu and dd

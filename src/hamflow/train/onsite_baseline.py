@@ -59,6 +59,26 @@ class OnsiteBaseline:
     centres: np.ndarray
     widths: np.ndarray
 
+    def node_sums(
+        self,
+        shell_ls: Sequence[int],
+        species_i: jnp.ndarray,
+        species_j: jnp.ndarray,
+        edge_src: jnp.ndarray,
+        edge_vec: jnp.ndarray,
+        neighbour: jnp.ndarray,
+        num_nodes: int,
+    ) -> jnp.ndarray:
+        """(num_nodes, C, M) neighbour sums of these edges by centre atom (arguments as in
+        :meth:`blocks`); additive over any split of the edges. JAX, jittable, float32."""
+        _, _, lcol = _scatter_plan(tuple(int(l) for l in shell_ls))
+        length, safe = edge_geometry(edge_vec, neighbour)
+        harmonics = component_harmonics(safe, lcol)  # (E, C, M)
+        radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
+        coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
+        coefficient = jnp.where(neighbour[:, None], coefficient, 0.0)
+        return jax.ops.segment_sum(coefficient[:, :, None] * harmonics, edge_src, num_segments=num_nodes)
+
     def blocks(
         self,
         shell_ls: Sequence[int],
@@ -69,19 +89,20 @@ class OnsiteBaseline:
         neighbour: jnp.ndarray,
         onsite: jnp.ndarray,
         num_nodes: int,
+        per_node: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         """(E, B, B) baseline blocks on the ``onsite`` (E,) edges, zero elsewhere; the sum runs over
         the ``neighbour`` (E,) edges (real off-site edges) by their centre atom ``edge_src``.
         species_i/j: (E,) species rows of the edge's centre and neighbour atoms; edge_vec (E, 3) in
-        Angstrom; num_nodes: the number of atoms (static). JAX, jittable, float32."""
+        Angstrom; num_nodes: the number of atoms (static). ``per_node``: the sums of
+        :meth:`node_sums` over all edges of the graph, when these edges are only a slice of them.
+        JAX, jittable, float32."""
         shell_ls = tuple(int(l) for l in shell_ls)
         _, _, lcol = _scatter_plan(shell_ls)
-        length, safe = edge_geometry(edge_vec, neighbour)
-        harmonics = component_harmonics(safe, lcol)  # (E, C, M)
-        radial = gaussians(length, jnp.asarray(self.centres)[species_i], jnp.asarray(self.widths)[species_i])
-        coefficient = jnp.einsum("eck,ek->ec", jnp.asarray(self.weights)[species_i, species_j], radial)
-        coefficient = jnp.where(neighbour[:, None], coefficient, 0.0)
-        per_node = jax.ops.segment_sum(coefficient[:, :, None] * harmonics, edge_src, num_segments=num_nodes)
+        if per_node is None:
+            per_node = self.node_sums(
+                shell_ls, species_i, species_j, edge_src, edge_vec, neighbour, num_nodes
+            )
         values = per_node[edge_src]  # (E, C, M): each edge reads its centre atom's sum
         constant = jnp.asarray(self.intercept)[species_i] * jnp.asarray(lcol == 0, jnp.float32)
         values = values.at[:, :, 0].add(constant)
