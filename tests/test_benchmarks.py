@@ -115,3 +115,31 @@ def test_baseline_remainder_runs_on_deeph_dock_water(deeph_dock: Path, tmp_path:
     assert table["+ environment polar"][odd]["rms_meV"] == pytest.approx(table["none"][odd]["rms_meV"])
     assert table["+ environment pseudo"][odd]["rms_meV"] < 0.8 * table["none"][odd]["rms_meV"]
     assert "| + environment pseudo |" in done.stdout
+
+
+def test_spin_free_part_and_the_splitting_on_the_soc_slice(tmp_path: Path) -> None:
+    import shutil
+
+    import soc_splitting
+    import spin_free_part
+
+    from hamflow.data.matrix_h5 import read_matrix_h5
+
+    soc = REPO / "data" / "soc"
+    if not (soc / "dft" / "hbr" / "000").is_dir():
+        pytest.skip("the spin-orbit slice data/soc is missing")
+    assert spin_free_part.main(["--data", str(soc), "--out", str(tmp_path / "free"), "--depth", "1"]) == 0
+    spinful = read_matrix_h5(soc / "dft" / "hbr" / "000" / "hamiltonian.h5")
+    free = read_matrix_h5(tmp_path / "free" / "dft" / "hbr" / "000" / "hamiltonian.h5")
+    assert not np.iscomplexobj(free.entries)
+    block, n = spinful.block(0), free.block(0).shape[0]
+    np.testing.assert_allclose(free.block(0), np.real(block[:n, :n] + block[n:, n:]) / 2)
+    assert not json.loads((tmp_path / "free" / "dft" / "hbr" / "000" / "info.json").read_text())["spinful"]
+    # the DFT H as its own prediction: the splitting is reproduced exactly, H0 and T errors are zero
+    pred = tmp_path / "pred" / "dft" / "hbr" / "000"
+    pred.mkdir(parents=True)
+    shutil.copyfile(soc / "dft" / "hbr" / "000" / "hamiltonian.h5", pred / "hamiltonian_pred.h5")
+    rows = soc_splitting.compare(soc, tmp_path / "pred", 1)
+    assert len(rows) == 1 and 250 < rows[0]["dft_meV"] < 300  # HBr pi 1/2 - pi 3/2, ~275 meV
+    figures = soc_splitting.summary(rows)["all"]
+    assert figures["mae_meV"] < 1e-6 and figures["h0_mae_meV"] == 0 and figures["t_mae_meV"] == 0
