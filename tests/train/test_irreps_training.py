@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from training_setup import REPO, tiny_config
+from training_setup import INFER_TOML, REPO, tiny_config
 
 from hamflow.cli import main
 from hamflow.config.train_config import dump_train_config, load_train_config, with_overrides
@@ -53,22 +53,6 @@ def test_demo_molecules_train_with_natural_or_even_irreps(h2o_dir, jax_cache, tm
     assert all(math.isfinite(x) for x in curve) and curve[-1] < curve[0]
     resolved = load_train_config(tmp_path / "run" / "model" / "train.toml")
     assert resolved.model.advanced.net_irreps == irreps
-
-
-INFER_TOML = """
-[system]
-device = "cpu*1"
-log_level = "warning"
-jax_memory_preallocate = false
-[data]
-inputs_dir = "{inputs}"
-outputs_dir = "{outputs}"
-[data.graph]
-dataset_name = "NATURAL-INFER"
-parallel_num = 1
-[model]
-model_dir = "{model}"
-"""
 
 
 def test_periodic_crystal_trains_and_infers_with_natural_irreps(deeph_dock, jax_cache, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
-from training_setup import REPO, tiny_config
+from training_setup import INFER_TOML, REPO, tiny_config
 
 from hamflow.cli import main
 from hamflow.config.train_config import dump_train_config
@@ -32,22 +32,6 @@ pytestmark = pytest.mark.slow
 
 SOC = REPO / "data" / "soc" / "dft"
 IRREPS = "8x0e+4x1o+4x1e+4x2e+4x2o+2x3o+2x3e+2x4e+2x4o+2x5e+2x5o"
-INFER_TOML = """
-[system]
-device = "cpu*1"
-log_level = "warning"
-jax_memory_preallocate = false
-[data]
-inputs_dir = "{inputs}"
-outputs_dir = "{outputs}"
-[data.dft]
-data_dir_depth = 0
-[data.graph]
-dataset_name = "SOC-INFER"
-parallel_num = 1
-[model]
-model_dir = "{model}"
-"""
 
 
 @pytest.fixture(scope="module")

@@ -64,3 +64,20 @@ def set_args(overrides: dict[str, Any]) -> list[str]:
             text = repr(value)
         args += ["--set", f"{key}={text}"]
     return args
+
+
+#: An inference TOML for a trained run folder: ``.format(inputs=..., outputs=..., model=...)``.
+INFER_TOML = """
+[system]
+device = "cpu*1"
+log_level = "warning"
+jax_memory_preallocate = false
+[data]
+inputs_dir = "{inputs}"
+outputs_dir = "{outputs}"
+[data.graph]
+dataset_name = "TRAIN-TESTS-INFER"
+parallel_num = 1
+[model]
+model_dir = "{model}"
+"""
