@@ -271,6 +271,18 @@ def perturbed_molecule(kind: str, index: int, recipe: MoleculeRecipe) -> tuple[t
     return elements, positions
 
 
+def converged_fock(mf, conv_tol_hartree: float, what: str) -> np.ndarray:
+    """Run the PySCF SCF object ``mf`` to ``conv_tol_hartree``; the Fock matrix it diagonalised last
+    (Hartree), or DataError (key scf) naming ``what`` when it did not converge."""
+    mf.conv_tol = conv_tol_hartree
+    captured: dict[str, np.ndarray] = {}
+    mf.callback = lambda env: captured.__setitem__("fock", np.array(env["fock"]))
+    mf.kernel()
+    if not mf.converged:
+        raise DataError(f"{what} did not converge", key="scf")
+    return captured["fock"]
+
+
 def run_molecule(elements: Sequence[str], positions: np.ndarray, recipe: MoleculeRecipe) -> DenseResult:
     """Converged RKS of one molecule; the Fock matrix stored is the one PySCF diagonalised last."""
     from pyscf import dft, gto
@@ -283,14 +295,9 @@ def run_molecule(elements: Sequence[str], positions: np.ndarray, recipe: Molecul
         verbose=0,
     )
     mf = dft.RKS(mol, xc=recipe.xc)
-    mf.conv_tol = recipe.conv_tol_hartree
-    captured: dict[str, np.ndarray] = {}
-    mf.callback = lambda env: captured.__setitem__("fock", np.array(env["fock"]))
-    mf.kernel()
-    if not mf.converged:
-        raise DataError(f"PySCF SCF did not converge ({recipe.xc}/{recipe.basis})", key="scf")
+    fock = converged_fock(mf, recipe.conv_tol_hartree, f"PySCF SCF ({recipe.xc}/{recipe.basis})")
     perm, orbital_map, offsets = deeph_orbital_order(mol)
-    hamiltonian = permute(captured["fock"], perm) * HARTREE_TO_EV
+    hamiltonian = permute(fock, perm) * HARTREE_TO_EV
     overlap = permute(mol.intor("int1e_ovlp"), perm)
     density = permute(mf.make_rdm1(), perm)
     mo_energy = np.asarray(mf.mo_energy) * HARTREE_TO_EV

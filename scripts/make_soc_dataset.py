@@ -158,13 +158,10 @@ def two_component_scf(mol, recipe: SocRecipe, route: str):
         mf = x2c.UKS(mol, xc=recipe.xc)
     else:
         raise DataError(f"unknown route {route!r} (allowed: {', '.join(ROUTES)})", key="route")
-    mf.conv_tol = recipe.conv_tol_hartree
-    captured: dict[str, np.ndarray] = {}
-    mf.callback = lambda env: captured.__setitem__("fock", np.array(env["fock"]))
-    mf.kernel()
-    if not mf.converged:
-        raise DataError(f"PySCF two-component X2C {recipe.xc}/{recipe.basis} did not converge", key="scf")
-    fock, density = captured["fock"], np.asarray(mf.make_rdm1())
+    fock = demo.converged_fock(
+        mf, recipe.conv_tol_hartree, f"PySCF two-component X2C {recipe.xc}/{recipe.basis}"
+    )
+    density = np.asarray(mf.make_rdm1())
     if route == "spinor":
         fock, density = spinor_to_spin_orbital(mol, fock), spinor_to_spin_orbital(mol, density)
     return mf, fock, density

@@ -126,8 +126,6 @@ def test_spin_free_part_and_the_splitting_on_the_soc_slice(tmp_path: Path) -> No
     from hamflow.data.matrix_h5 import read_matrix_h5
 
     soc = REPO / "data" / "soc"
-    if not (soc / "dft" / "hbr" / "000").is_dir():
-        pytest.skip("the spin-orbit slice data/soc is missing")
     assert spin_free_part.main(["--data", str(soc), "--out", str(tmp_path / "free"), "--depth", "1"]) == 0
     spinful = read_matrix_h5(soc / "dft" / "hbr" / "000" / "hamiltonian.h5")
     free = read_matrix_h5(tmp_path / "free" / "dft" / "hbr" / "000" / "hamiltonian.h5")

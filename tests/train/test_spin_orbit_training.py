@@ -36,8 +36,6 @@ IRREPS = "8x0e+4x1o+4x1e+4x2e+4x2o+2x3o+2x3e+2x4e+2x4o+2x5e+2x5o"
 
 @pytest.fixture(scope="module")
 def trained_soc(tmp_path_factory, jax_cache) -> Path:
-    if not (SOC / "hbr" / "000").is_dir():
-        pytest.skip("the spin-orbit slice data/soc is missing")
     tmp = tmp_path_factory.mktemp("soc")
     inputs = tmp / "inputs"
     for sid in ("000", "001"):
