@@ -112,13 +112,23 @@ def test_checkpoints_written_before_runtime_clipping_restore_with_their_moments(
     old_base = inner if old_clip is None else inner[1]
     clip_state, base_state = new_inner
     assert float(clip_state.hyperparams["max_norm"]) == (2.0 if old_clip else float("inf"))
-    saved_leaves = jax.tree_util.tree_leaves(serialization.to_state_dict(old_base))
-    restored_leaves = jax.tree_util.tree_leaves(serialization.to_state_dict(base_state))
-    assert len(saved_leaves) == len(restored_leaves)
-    for saved, got in zip(saved_leaves, restored_leaves, strict=True):
-        np.testing.assert_array_equal(np.asarray(saved), np.asarray(got))
+    _assert_same_moments(serialization.to_state_dict(old_base), serialization.to_state_dict(base_state))
     # and the restored state runs in this version's optimizer
     new_optimizer.update(GRADS, new_inner, PARAMS)
+
+
+def _assert_same_moments(saved: dict, restored: dict) -> None:
+    """Every value of ``restored`` (this version's state dict) equals the saved one at its place; a
+    moment saved as a tree of the parameters' shapes equals its leaves raveled and concatenated."""
+    assert set(saved) == set(restored)
+    for key, got in restored.items():
+        if isinstance(got, dict):
+            _assert_same_moments(saved[key], got)
+            continue
+        leaves = [np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(saved[key])]
+        flat = isinstance(saved[key], dict)
+        expected = np.concatenate(leaves) if flat else leaves[0].reshape(np.shape(got))
+        np.testing.assert_array_equal(np.asarray(expected), np.asarray(got))
 
 
 def test_a_state_in_this_layout_is_left_as_it_is() -> None:
