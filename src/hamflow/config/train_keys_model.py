@@ -329,7 +329,11 @@ class TrainProcessConfig:
         allowed='"" (<outputs_dir>/.jax_cache), "none" (off) or a folder path',
         stages=(),
         resume_ok=True,
-        doc="JAX's persistent compilation cache, so re-runs and resumed jobs skip most of the compile time",
+        doc=(
+            "JAX's persistent compilation cache, so re-runs and resumed jobs skip most of the compile time;"
+            " with ahead_of_time_compile its programs/ folder also keeps the compiled programs, which a"
+            " rerun with the same model, normaliser and shapes loads instead of tracing"
+        ),
         origin="hamflow",
     )
     # hamflow addition: exponential moving average of the weights (validation, best/latest saves and

@@ -161,15 +161,17 @@ def build_model(
     )
 
 
-def init_params(module: nn.Module, batch: GraphBatch, seed: int) -> Any:
+def init_params(module: nn.Module, batch: GraphBatch, seed: int, shapes: Any = None) -> Any:
     """Initial float32 params of ``module`` for ``batch``'s shapes, drawn on the host (no XLA compile).
 
     Same distribution as ``jax.jit(module.init)``: every layer here and in e3nn-jax (e3nn's default
     "path" gradient normalisation) draws its weights N(0, 1) and scales by the fan-in in the forward
     pass, and its biases are zero. Only the shapes are traced (jax.eval_shape), so this takes seconds
     where compiling the initialisers takes a minute on a CPU. Deterministic for a given ``seed``.
+    shapes: the result of that ``jax.eval_shape`` when the caller has it (the program cache).
     """
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), batch)
+    if shapes is None:
+        shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), batch)
     rng = np.random.default_rng(seed)
 
     def draw(leaf: jax.ShapeDtypeStruct) -> jnp.ndarray:

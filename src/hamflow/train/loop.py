@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from hamflow.graph.buckets import epoch_batches
 from hamflow.train import checkpoint as ckpt
 from hamflow.train.data import Batcher, Batches
 from hamflow.train.plateau import plateau_update
+from hamflow.train.program_cache import ProgramCache, signature
 from hamflow.train.run_dir import write_metrics
 from hamflow.train.schedules import schedule_ends_training, schedule_table
 from hamflow.train.state import EpochAccumulator, TrainProgress, save_latest
@@ -134,11 +136,13 @@ class StopVote:
 @dataclass
 class Compiled:
     """The per-bucket programs: ``train[b](state, batch, rate)`` and ``evaluate[b](params, batch)``;
-    ``eval_step(params, batch)``: the jitted eval step for any shape (the final test pass)."""
+    ``eval_step(params, batch)``: the jitted eval step for any shape; ``evaluate_by_shape``: the
+    ahead-of-time eval programs by bucket shape (the final test pass uses them where it can)."""
 
     train: dict
     evaluate: dict
     eval_step: Any = None
+    evaluate_by_shape: dict = field(default_factory=dict)
 
 
 def fit(
@@ -153,6 +157,7 @@ def fit(
     total_steps: int,
     target_type: str,
     writer: bool,
+    phases: dict[str, float] | None = None,
 ) -> str:
     """Train ``progress`` in place until the run ends; return why it stopped ("max_epoch" or
     "min_learning_rate_scale"). Raises :class:`TrainingInterrupted` (checkpoint saved) on a signal and
@@ -183,6 +188,9 @@ def fit(
             )
             host_step += 1
             step_metrics.append(metrics)
+            if phases is not None and len(step_metrics) == 1 and epoch_index == progress.epoch + 1:
+                log_start_up(phases, metrics.loss)
+                phases = None
             if bar is not None:
                 bar.update(1)
             if sched.type == "reduce_on_plateau" and sched.accum_size > 0:
@@ -243,6 +251,31 @@ def fit(
             LOG.info("learning-rate scale %.3g fell below min_learning_rate_scale: stopping", lr_scale)
             return "min_learning_rate_scale"
     return "max_epoch"
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def log_start_up(phases: dict[str, float], first_loss: Any) -> None:
+    """The start-up line: each phase's seconds (``phases``: name -> perf_counter at its end, in
+    order, ``"start"`` first) and the time from the process start to the first finished step."""
+    jax.block_until_ready(first_loss)
+    now = time.perf_counter()
+    marks = list(phases.items())
+    parts = [f"{name} {end - begin:.1f} s" for (_, begin), (name, end) in zip(marks, marks[1:], strict=False)]
+    parts.append(f"first step {now - marks[-1][1]:.1f} s")
+    age = process_age_seconds()
+    since = f"{age:.1f} s after the process started" if age is not None else "process start unknown"
+    LOG.info("start-up: first training step done %s (%s)", since, ", ".join(parts))
 
 
 def _record_epoch(
@@ -332,9 +365,29 @@ def evaluate(compiled_eval: dict, batcher: Batcher, params: Any) -> tuple[float,
     return loss, mae
 
 
-def compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, aot: bool) -> Compiled:
+def compile_buckets(
+    jit_train,
+    jit_eval,
+    state,
+    train_batcher,
+    val_batcher,
+    *,
+    aot: bool,
+    cache: ProgramCache | None = None,
+    identity: Any = None,
+    extra_eval_shapes: Sequence[Any] = (),
+) -> Compiled:
     """Per-bucket callables. With ``aot`` every bucket's step is lowered and compiled before the
-    first epoch, in parallel threads (XLA compiles outside the GIL); otherwise jit compiles lazily."""
+    first epoch, in parallel threads (XLA compiles outside the GIL; as many as cores and memory allow,
+    :func:`parallel_compiles`); otherwise jit compiles lazily.
+
+    cache: the program cache (:mod:`hamflow.train.program_cache`); with ``identity`` (what the step
+    functions close over: model, normaliser, step options) a program found there is loaded instead
+    of traced and compiled, and a compiled one is stored. extra_eval_shapes: bucket shapes of the
+    final test pass that validation does not use, each with a structure (a store graph) that fits
+    it, compiled too (on one device) so that the pass compiles nothing.
+    Eval programs are keyed by bucket shape (``Compiled.evaluate_by_shape``).
+    """
     if not aot:
         train = dict.fromkeys(range(len(train_batcher.plan.shapes)), jit_train)
         evals = dict.fromkeys(range(len(val_batcher.plan.shapes)) if val_batcher else [], jit_eval)
@@ -348,29 +401,91 @@ def compile_buckets(jit_train, jit_eval, state, train_batcher, val_batcher, *, a
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
     )
     rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=state.step.sharding)
-    jobs = []
+
+    def job(kind: str, inputs: tuple, lower: Callable) -> Callable[[], tuple[Any, bool]]:
+        def run() -> tuple[Any, bool]:
+            if cache is None or identity is None:
+                return lower(*inputs).compile(), False
+            parts = {"identity": identity, "signature": signature(*inputs)}
+            return cache.compiled(kind, parts, lambda: lower(*inputs).compile())
+
+        return run
+
+    jobs: list[tuple[str, Any, Callable]] = []
     for bucket in range(len(train_batcher.plan.shapes)):
-        jobs.append(
-            (
-                "train",
-                bucket,
-                lambda b=bucket: jit_train.lower(abstract_state, example(train_batcher, b), rate).compile(),
-            )
-        )
+        inputs = (abstract_state, _abstract(example(train_batcher, bucket)), rate)
+        jobs.append(("train", bucket, job("train", inputs, jit_train.lower)))
+    eval_shapes: list[Any] = []
     if val_batcher is not None:
-        for bucket in range(len(val_batcher.plan.shapes)):
-            jobs.append(
-                (
-                    "eval",
-                    bucket,
-                    lambda b=bucket: jit_eval.lower(abstract_state.params, example(val_batcher, b)).compile(),
-                )
-            )
+        eval_shapes = [val_batcher.plan.shapes[b] for b in range(len(val_batcher.plan.shapes))]
+    for bucket, shape in enumerate(eval_shapes):
+        inputs = (abstract_state.params, _abstract(example(val_batcher, bucket)))
+        jobs.append(("eval", shape, job("eval", inputs, jit_eval.lower)))
+    if train_batcher.num_devices == 1:  # the test pass batches one structure on one device
+        for shape, graph in extra_eval_shapes:
+            if shape not in eval_shapes:
+                inputs = (abstract_state.params, _abstract_single(train_batcher, graph, shape))
+                jobs.append(("eval", shape, job("eval", inputs, jit_eval.lower)))
     t0 = time.perf_counter()
-    # one compile per core: each XLA compile holds ~1-2 GiB, more threads only add memory
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        compiled = list(pool.map(lambda job: (job[0], job[1], job[2]()), jobs))
-    LOG.info("ahead-of-time compiled %d program(s) in %.1f s", len(compiled), time.perf_counter() - t0)
-    train = {b: fn for kind, b, fn in compiled if kind == "train"}
-    evals = {b: fn for kind, b, fn in compiled if kind == "eval"}
-    return Compiled(train, evals, jit_eval)
+    with ThreadPoolExecutor(max_workers=parallel_compiles(len(jobs))) as pool:
+        compiled = list(pool.map(lambda item: (item[0], item[1], *item[2]()), jobs))
+    hits = sum(1 for _, _, _, hit in compiled if hit)
+    LOG.info(
+        "ahead-of-time compiled %d program(s) in %.1f s (%d loaded from the program cache)",
+        len(compiled) - hits,
+        time.perf_counter() - t0,
+        hits,
+    )
+    train = {b: fn for kind, b, fn, _ in compiled if kind == "train"}
+    by_shape = {shape: fn for kind, shape, fn, _ in compiled if kind == "eval"}
+    evals = {}
+    if val_batcher is not None:
+        evals = {b: by_shape[val_batcher.plan.shapes[b]] for b in range(len(val_batcher.plan.shapes))}
+    return Compiled(train, evals, jit_eval, by_shape)
+
+
+def _abstract(batch: GraphBatch) -> GraphBatch:
+    """Shapes, dtypes and shardings of a device batch (what lowering needs)."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch
+    )
+
+
+def _abstract_single(batcher: Batcher, graph: Any, shape: Any) -> GraphBatch:
+    """The abstract one-device batch of ``graph`` padded to bucket ``shape`` (the final test pass's
+    batches, :func:`hamflow.train.test_pass.evaluate_structures`), placed like ``batcher``'s batches."""
+    example = _abstract(batcher.device_batch(0, batcher.plan.groups[0][: batcher.plan.batch_size]))
+    host = batcher._collate(
+        [graph], num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
+    )
+    return jax.tree_util.tree_map(
+        lambda ex, h: jax.ShapeDtypeStruct((1, *np.shape(h)), ex.dtype, sharding=ex.sharding), example, host
+    )
+
+
+#: Peak memory of one XLA compile of a train step (bytes), measured for the demo sparrow on a CPU
+#: (benchmarks/RESULTS.md, "Start-up"): the number of parallel compiles is bounded by it.
+COMPILE_MEMORY_BYTES = 1_500_000_000
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (bytes), or None where that file does not exist."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def parallel_compiles(jobs: int) -> int:
+    """How many programs to compile at once: at most one per core, and at most as many as the
+    available memory holds at :data:`COMPILE_MEMORY_BYTES` each (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = min(jobs, cores)
+    memory = available_memory_bytes()
+    if memory is not None:
+        limit = min(limit, memory // COMPILE_MEMORY_BYTES)
+    return max(1, limit)

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from hamflow.train.loop import (
     compile_buckets,
     fit,
 )
+from hamflow.train.program_cache import run_program_cache
 from hamflow.train.run_dir import METRICS_COLUMNS, make_run_dir, new_run_dir
 from hamflow.train.saved_model import ModelSpec, build_network
 from hamflow.train.state import (
@@ -108,17 +110,21 @@ def train(
     # the loop's first batches see the signal and all processes stop together (StopVote)
     flag = SignalFlag(raise_in=None if joined else layout.root)
     handler = _setup_logging(layout, cfg.system.log_level, writer=writer)
+    phases = {"start": time.perf_counter()}  # the start-up line (log_start_up) at the first step
     try:
         flag.install()
         policy, devices = _runtime(cfg, layout, joined=joined)
+        phases["runtime"] = time.perf_counter()
         resuming = choose_resume(cfg, layout, writer=writer)
         data = open_data(cfg, graph_store, split_path, layout.split, resuming=resuming is not None)
+        phases["data"] = time.perf_counter()
         _record_split(layout, data, graph_store, writer=writer)
         source = finetune_source(cfg, resuming)
         spec = resolve_spec(cfg, data, source, layout, writer=writer)
         model = build_network(spec, policy.compute_dtype, cfg.process.train.drop.dropout_rate)
         batches = plan_batches(cfg, data, devices, policy.label_dtype)
         total_steps, scale_fn = _schedule(cfg, batches)
+        phases["buckets"] = time.perf_counter()
         run = restore_or_initialize(
             cfg,
             layout,
@@ -130,7 +136,9 @@ def train(
             source=source,
             writer=writer,
         )
-        compiled = _compile(cfg, model, spec, run, batches, devices)
+        phases["state"] = time.perf_counter()
+        compiled = _compile(cfg, model, spec, run, data, batches, devices)
+        phases["compile"] = time.perf_counter()
         first_epoch = run.progress.epoch
         # from here a signal is only recorded, and the loop saves a checkpoint and stops
         flag.raise_in = None
@@ -146,6 +154,7 @@ def train(
                 total_steps=total_steps,
                 target_type=spec.target_type,
                 writer=writer,
+                phases=phases,
             )
         finally:
             flag.restore()
@@ -312,7 +321,13 @@ def _schedule(cfg: TrainConfig, batches: Batches) -> tuple[int, Any]:
 
 
 def _compile(
-    cfg: TrainConfig, model: nn.Module, spec: ModelSpec, run: RunState, batches: Batches, devices: list
+    cfg: TrainConfig,
+    model: nn.Module,
+    spec: ModelSpec,
+    run: RunState,
+    data: TrainData,
+    batches: Batches,
+    devices: list,
 ) -> Compiled:
     """Jit the pure train and eval steps, replicate the state over the devices, compile per bucket."""
 
@@ -334,6 +349,17 @@ def _compile(
     run.progress.state = jax.device_put(run.progress.state, replicated)
     jit_train = jax.jit(train_step, donate_argnums=0)
     jit_eval = jax.jit(eval_step)
+    # what the step functions close over: a program cache entry is reused only when all of it matches
+    identity = {
+        "model": model,
+        "normaliser": run.normaliser,
+        "optimizer": tcfg.optimizer.type,
+        "loss_type": cfg.model.loss_type,
+        "standardize_gauge": cfg.model.advanced.standardize_gauge,
+        "spinful": spec.spinful,
+        "ema_decay": tcfg.ema_decay,
+        "dropout": [tcfg.drop.dropout_rate, cfg.system.random_seed],
+    }
     return compile_buckets(
         jit_train,
         jit_eval,
@@ -341,7 +367,26 @@ def _compile(
         batches.train,
         batches.validate,
         aot=tcfg.ahead_of_time_compile,
+        cache=run_program_cache(cfg, devices),
+        identity=identity,
+        extra_eval_shapes=_test_shapes(data, batches),
     )
+
+
+def _test_shapes(data: TrainData, batches: Batches) -> list[tuple[Any, Any]]:
+    """(bucket shape, a test structure's graph of that bucket) for each bucket the final test pass uses."""
+    from hamflow.graph.buckets import assign_to_plan
+    from hamflow.train.data import split_sizes
+
+    test = data.index["test"]
+    if not len(test):
+        return []
+    placed = assign_to_plan(batches.plan, *split_sizes(data.store, test))
+    return [
+        (shape, data.store.get(int(test[group[0]])))
+        for shape, group in zip(placed.shapes, placed.groups, strict=True)
+        if len(group)
+    ]
 
 
 def _test_pass(
@@ -373,6 +418,7 @@ def _test_pass(
         batches.plan,
         loss_type=cfg.model.loss_type,
         stop=lambda: flag.signum is not None,
+        programs=compiled.evaluate_by_shape,
     )
 
 

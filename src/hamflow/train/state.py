@@ -289,12 +289,14 @@ def restore_or_initialize(
     ``example``: one host batch (stacked over devices) for the parameter shapes.
     """
     from hamflow.nn.model import init_params
+    from hamflow.train.program_cache import parameter_shapes, run_program_cache
 
     tcfg = cfg.process.train
     cont = tcfg.continued
     one_share = jax.tree_util.tree_map(lambda x: x[0], example)
     t0 = time.perf_counter()
-    params = init_params(model, one_share, cfg.system.random_seed)["params"]
+    shapes = parameter_shapes(run_program_cache(cfg, []), model, one_share)
+    params = init_params(model, one_share, cfg.system.random_seed, shapes)["params"]
     LOG.info("model %s: %d parameters (init %.1f s)", spec.net_type, _count(params), time.perf_counter() - t0)
 
     info = None

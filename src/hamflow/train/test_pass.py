@@ -71,13 +71,15 @@ def evaluate_structures(
     indices: Sequence[int],
     plan: BucketPlan,
     stop: Callable[[], bool] | None = None,
+    programs: dict | None = None,
 ) -> list[StructureResult] | None:
     """Evaluate each structure ``store.get(i)`` for i in ``indices`` alone, in that order; None as
     soon as ``stop()`` holds (checked before each structure: a signal arrived).
 
     eval_fn(params, stacked_batch) -> StepMetrics (``make_steps``' eval step, jitted). Each structure is
     padded to the shape of the training ``plan``'s bucket it fits (one compile per bucket used), with a
-    device axis of 1.
+    device axis of 1. programs: compiled eval steps by bucket shape (the run's ahead-of-time
+    programs), used instead of ``eval_fn`` for the shapes they cover.
     """
     from hamflow.graph.collate import collate
 
@@ -95,7 +97,8 @@ def evaluate_structures(
             [graph], num_nodes=shape.num_nodes, num_edges=shape.num_edges, num_graphs=shape.num_graphs
         )
         stacked = GraphBatch(*(np.asarray(field)[None] for field in batch))
-        loss, abs_err, entries, _ = jax.device_get(eval_fn(params, stacked))
+        step = (programs or {}).get(shape, eval_fn)
+        loss, abs_err, entries, _ = jax.device_get(step(params, stacked))
         count = int(entries)
         results.append(
             StructureResult(
@@ -144,11 +147,13 @@ def final_test_pass(
     *,
     loss_type: str,
     stop: Callable[[], bool] | None = None,
+    programs: dict | None = None,
 ) -> list[StructureResult] | None:
     """Evaluate the test structures (best model if saved, else ``params``), log their ``test-step``
     lines and write ``test_metrics.csv``. Nothing when the test part is empty, or with several
     processes (a multi-node run: use ``hamflow test`` afterwards). None, and nothing written, when
-    ``stop()`` holds before a structure (a signal: a rerun does the whole pass)."""
+    ``stop()`` holds before a structure (a signal: a rerun does the whole pass). programs: as in
+    :func:`evaluate_structures`."""
     if not len(indices):
         return []
     if jax.process_count() > 1:
@@ -161,7 +166,7 @@ def final_test_pass(
     if read_meta(layout.best) is not None:
         params = load_params(find_params(layout, "best"), jax.device_get(params))
         which = "best model"
-    results = evaluate_structures(eval_fn, params, store, indices, plan, stop)
+    results = evaluate_structures(eval_fn, params, store, indices, plan, stop, programs)
     if results is None:
         LOG.info("test pass interrupted: nothing written; a rerun of the same command does it")
         return None
