@@ -322,7 +322,10 @@ class TrainProcessConfig:
         doc="padded shape buckets of the batches (one compilation each)",
     )
     ahead_of_time_compile: bool = option(
-        False, resume_ok=True, doc="compile every bucket before the first step"
+        False,
+        resume_ok=True,
+        doc="compile every bucket's programs at start-up, in background threads (training starts with"
+        " the first batch's program)",
     )
     compilation_cache_dir: str = option(
         "",

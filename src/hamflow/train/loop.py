@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,6 +31,7 @@ from hamflow.errors import HamflowError, Interrupted
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.buckets import epoch_batches
 from hamflow.train import checkpoint as ckpt
+from hamflow.train.background import BackgroundBuild
 from hamflow.train.data import Batcher, Batches
 from hamflow.train.plateau import plateau_update
 from hamflow.train.program_cache import ProgramCache, signature
@@ -143,6 +143,12 @@ class Compiled:
     evaluate: dict
     eval_step: Any = None
     evaluate_by_shape: dict = field(default_factory=dict)
+    build: BackgroundBuild | None = None
+
+    def stop(self) -> None:
+        """Build no further program (the run is ending): those not started are dropped."""
+        if self.build is not None:
+            self.build.stop()
 
 
 def fit(
@@ -376,10 +382,13 @@ def compile_buckets(
     cache: ProgramCache | None = None,
     identity: Any = None,
     extra_eval_shapes: Sequence[Any] = (),
+    first_use: Sequence[int] = (),
 ) -> Compiled:
-    """Per-bucket callables. With ``aot`` every bucket's step is lowered and compiled before the
-    first epoch, in parallel threads (XLA compiles outside the GIL; as many as cores and memory allow,
-    :func:`parallel_compiles`); otherwise jit compiles lazily.
+    """Per-bucket callables. With ``aot`` every bucket's step is lowered and compiled at start-up, in
+    background threads (:mod:`hamflow.train.background`; as many as cores and memory allow,
+    :func:`parallel_compiles`), the train buckets in the order of ``first_use`` (the buckets of the
+    first batches), then the eval programs: training starts when its first program is ready, and a
+    call waits only for its own program. Otherwise jit compiles lazily.
 
     cache: the program cache (:mod:`hamflow.train.program_cache`); with ``identity`` (what the step
     functions close over: model, normaliser, step options) a program found there is loaded instead
@@ -412,7 +421,9 @@ def compile_buckets(
         return run
 
     jobs: list[tuple[str, Any, Callable]] = []
-    for bucket in range(len(train_batcher.plan.shapes)):
+    buckets = list(range(len(train_batcher.plan.shapes)))
+    first = [b for b in dict.fromkeys(first_use) if b in buckets]
+    for bucket in first + [b for b in buckets if b not in first]:
         inputs = (abstract_state, _abstract(example(train_batcher, bucket)), rate)
         jobs.append(("train", bucket, job("train", inputs, jit_train.lower)))
     eval_shapes: list[Any] = []
@@ -426,22 +437,23 @@ def compile_buckets(
             if shape not in eval_shapes:
                 inputs = (abstract_state.params, _abstract_single(train_batcher, graph, shape))
                 jobs.append(("eval", shape, job("eval", inputs, jit_eval.lower)))
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=parallel_compiles(len(jobs))) as pool:
-        compiled = list(pool.map(lambda item: (item[0], item[1], *item[2]()), jobs))
-    hits = sum(1 for _, _, _, hit in compiled if hit)
-    LOG.info(
-        "ahead-of-time compiled %d program(s) in %.1f s (%d loaded from the program cache)",
-        len(compiled) - hits,
-        time.perf_counter() - t0,
-        hits,
-    )
-    train = {b: fn for kind, b, fn, _ in compiled if kind == "train"}
-    by_shape = {shape: fn for kind, shape, fn, _ in compiled if kind == "eval"}
+
+    def report(seconds: float, built: int, loaded: int) -> None:
+        LOG.info(
+            "ahead-of-time compiled %d program(s) in %.1f s (%d loaded from the program cache)",
+            built,
+            seconds,
+            loaded,
+        )
+
+    build = BackgroundBuild(jobs, parallel_compiles(len(jobs)), report)
+    programs = [(kind, key, program) for (kind, key, _), program in zip(jobs, build.programs, strict=True)]
+    train = {key: program for kind, key, program in programs if kind == "train"}
+    by_shape = {key: program for kind, key, program in programs if kind == "eval"}
     evals = {}
     if val_batcher is not None:
         evals = {b: by_shape[val_batcher.plan.shapes[b]] for b in range(len(val_batcher.plan.shapes))}
-    return Compiled(train, evals, jit_eval, by_shape)
+    return Compiled(train, evals, jit_eval, by_shape, build)
 
 
 def _abstract(batch: GraphBatch) -> GraphBatch:

@@ -111,6 +111,7 @@ def train(
     flag = SignalFlag(raise_in=None if joined else layout.root)
     handler = _setup_logging(layout, cfg.system.log_level, writer=writer)
     phases = {"start": time.perf_counter()}  # the start-up line (log_start_up) at the first step
+    compiled = None
     try:
         flag.install()
         policy, devices = _runtime(cfg, layout, joined=joined)
@@ -138,7 +139,7 @@ def train(
         )
         phases["state"] = time.perf_counter()
         compiled = _compile(cfg, model, spec, run, data, batches, devices)
-        phases["compile"] = time.perf_counter()
+        phases["compile jobs"] = time.perf_counter()  # the programs build in the background
         first_epoch = run.progress.epoch
         # from here a signal is only recorded, and the loop saves a checkpoint and stops
         flag.raise_in = None
@@ -168,6 +169,8 @@ def train(
             raise TrainingInterrupted(flag.signum, layout.root)
         return _finish(layout, run, stopped, writer=writer)
     finally:
+        if compiled is not None:
+            compiled.stop()
         flag.restore()
         logging.getLogger(LOGGER_NAME).removeHandler(handler)
         handler.close()
@@ -370,7 +373,17 @@ def _compile(
         cache=run_program_cache(cfg, devices),
         identity=identity,
         extra_eval_shapes=_test_shapes(data, batches),
+        first_use=_first_buckets(cfg, run, batches),
     )
+
+
+def _first_buckets(cfg: TrainConfig, run: RunState, batches: Batches) -> list[int]:
+    """The train buckets in the order this run's first (or resumed) epoch uses them."""
+    from hamflow.graph.buckets import epoch_batches
+
+    epoch = run.progress.epoch + 1
+    planned = epoch_batches(batches.plan, seed=cfg.system.random_seed, epoch=epoch, shuffle=True)
+    return list(dict.fromkeys(bucket for bucket, _ in planned[run.progress.partial.batches_done :]))
 
 
 def _test_shapes(data: TrainData, batches: Batches) -> list[tuple[Any, Any]]:
