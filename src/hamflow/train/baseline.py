@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import e3nn_jax as e3nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,10 +50,37 @@ def allowed_ls(la: int, lb: int) -> list[int]:
 
 def standard_harmonics(vectors: np.ndarray | jnp.ndarray, lmax: int) -> jnp.ndarray:
     """Real spherical harmonics Y^L_M of the directions of (E, 3) Cartesian vectors, L = 0..lmax in
-    the standard m order, 'component' normalised (|Y^L|^2 = 2L + 1): (E, (lmax + 1)^2)."""
+    the standard m order, 'component' normalised (|Y^L|^2 = 2L + 1): (E, (lmax + 1)^2).
+
+    A host array (the normaliser's fits, graph by graph) goes through one compiled program of
+    :data:`HOST_CHUNK` rows per ``lmax``, chunk by chunk: evaluated op by op, e3nn's polynomials
+    cost ~50 ms of dispatch per graph, and each new shape costs ~0.7 s of tracing (e3nn builds
+    them with sympy), most of a warm start-up's normaliser fit."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        rows = len(vectors)
+        dtype = jax.dtypes.canonicalize_dtype(vectors.dtype)  # float32 unless x64 is on, as jnp.asarray
+        padded = np.zeros((max(1, -(-rows // HOST_CHUNK)) * HOST_CHUNK, 3), dtype=dtype)
+        padded[:, 2] = 1.0  # unit vectors in the padding rows: no 0/0 in the normalisation
+        padded[:rows] = vectors
+        chunks = [
+            np.asarray(_host_harmonics(padded[start : start + HOST_CHUNK], lmax))
+            for start in range(0, len(padded), HOST_CHUNK)
+        ]
+        return jnp.asarray(np.concatenate(chunks)[:rows])
+    return _harmonics(vectors, lmax)
+
+
+#: Rows of the host harmonics program (:func:`standard_harmonics`).
+HOST_CHUNK = 1024
+
+
+def _harmonics(vectors: np.ndarray | jnp.ndarray, lmax: int) -> jnp.ndarray:
     permuted = e3nn.IrrepsArray("1o", jnp.asarray(vectors)[..., list(STANDARD_TO_E3NN_AXES)])
     irreps = e3nn.Irreps.spherical_harmonics(lmax, p=-1)
     return e3nn.spherical_harmonics(irreps, permuted, normalize=True, normalization="component").array
+
+
+_host_harmonics = jax.jit(_harmonics, static_argnums=1)
 
 
 def gaussians(lengths: np.ndarray | jnp.ndarray, centres, widths, xp=jnp):
