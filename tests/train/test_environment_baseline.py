@@ -227,3 +227,22 @@ def test_a_term_that_does_not_generalise_across_training_structures_is_dropped()
     # one training structure: nothing to validate on, so nothing is fitted
     _, w, _ = validated_ridge(feats, feats @ truth, np.zeros(400, dtype=int), 1e-4)
     assert not w.any()
+
+
+def test_features_that_are_rounding_noise_get_weights_no_larger_than_the_target() -> None:
+    """A cancelling feature set (the pseudotensor term of a linear molecule: float32 residue ~1e-7)
+    correlated across the training structures passes cross-validation; its weights must stay at the
+    size of y, or a rotated copy gets a non-equivariant baseline of tens of eV."""
+    from hamflow.train.baseline import ridge_weights, validated_ridge
+
+    rng = np.random.default_rng(4)
+    pattern = rng.normal(size=(1, 12)) * 1e-7
+    feats = np.repeat(pattern, 6, axis=0) * (1 + 1e-3 * rng.normal(size=(6, 12)))
+    y = np.full(6, 50.0)  # eV
+    _, w, _ = validated_ridge(feats, y, np.arange(6), 1e-4)
+    assert np.abs(w).max() < 10 * np.abs(y).max()
+    assert np.abs(rng.normal(size=(50, 12)) * 1e-7 @ w).max() < 1e-3  # eV on other rounding noise
+    # O(1) features are fitted as before: the floor shrinks them by ~relative_ridge only
+    truth = rng.normal(size=12)
+    real = rng.normal(size=(200, 12))
+    np.testing.assert_allclose(ridge_weights(real, real @ truth, 1e-4), truth, rtol=1e-3, atol=1e-3)

@@ -191,11 +191,23 @@ class Baseline:
         return components_to_blocks(coefficient[:, :, None] * harmonics, shell_ls)
 
 
+#: RMS below which a whole baseline feature set counts as rounding noise (features are dimensionless
+#: and O(1) by construction: Gaussians <= 1 times component-normalised harmonics).
+FEATURE_FLOOR = 0.1
+
+
 def ridge_weights(feats: np.ndarray, y: np.ndarray, relative_ridge: float) -> np.ndarray:
     """The ridge solution w of feats (n, F) w = y (n,); the ridge is ``relative_ridge`` times the mean
-    diagonal of the normal equations."""
+    diagonal of the normal equations, but at least ``relative_ridge`` n FEATURE_FLOOR^2.
+
+    The floor matters when every feature is the rounding residue of a sum that cancels by symmetry
+    (the pseudotensor term of a linear molecule: ~1e-7 in float32, not exactly 0 once XLA fuses the
+    harmonics): a ridge relative to that noise alone gives weights ~1e10 eV, and a rotated copy of the
+    molecule then gets tens of eV of non-equivariant baseline. At the floor such weights stay at the
+    size of y, so the noise adds ~1e-6 of y; real O(1) features are shrunk by ~``relative_ridge``."""
     gram = feats.T @ feats
-    ridge = relative_ridge * max(float(np.trace(gram)) / feats.shape[1], 1e-30)
+    mean_diagonal = float(np.trace(gram)) / feats.shape[1]
+    ridge = relative_ridge * max(mean_diagonal, len(feats) * FEATURE_FLOOR**2, 1e-30)
     return np.linalg.solve(gram + ridge * np.eye(feats.shape[1]), feats.T @ y)
 
 
