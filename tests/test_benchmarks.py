@@ -86,6 +86,34 @@ def test_accuracy_benchmark_runs_on_deeph_dock_water(deeph_dock: Path, tmp_path:
     assert "test MAE of H" in done.stdout
 
 
+@pytest.mark.slow
+def test_startup_benchmark_runs_on_deeph_dock_water(deeph_dock: Path, tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "startup.py"), "--data", str(deeph_dock / "h2o")]
+    command += ["--depth", "0", "--work", str(tmp_path / "work"), "--json", str(out)]
+    tiny = {
+        "model.advanced.net_irreps": '"4x0e+2x1o+2x1e+2x2e+2x2o+1x3o+1x3e+1x4e"',
+        "model.advanced.num_blocks": "1",
+        "process.train.multi_way_jit_num": "1",
+        "process.train.max_epoch": "1",
+        "process.train.dataloader.batch_size": "1",
+        "process.train.dataloader.train_size": "4",
+        "process.train.dataloader.validate_size": "1",
+        "process.train.dataloader.test_size": "1",
+        "process.train.scheduler.warmup_steps": "1",
+    }
+    for key, value in tiny.items():
+        command += ["--set", f"{key}={value}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cold, changed, identical = json.loads(out.read_text())["rows"]
+    assert cold["loaded"] == 0 and cold["compiled"] > 0
+    for warm in (changed, identical):  # every program from the program cache, nothing compiled
+        assert warm["compiled"] == 0 and warm["loaded"] == cold["compiled"]
+        assert warm["from_start_up_line"] and 0 < warm["first_step_s"] < cold["first_step_s"]
+    assert "| cold |" in done.stdout
+
+
 def test_mixed_set_split_is_stratified_by_kind() -> None:
     split = make_mixed_molecules.split_per_kind(8)
     assert {part: len(ids) for part, ids in split.items()} == {"train": 36, "validate": 6, "test": 6}
