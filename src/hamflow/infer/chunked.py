@@ -24,7 +24,6 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import e3nn_jax as e3nn
@@ -34,6 +33,7 @@ import numpy as np
 
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.structure_graph import StructureGraph
+from hamflow.memory import available_memory_bytes
 from hamflow.nn.radial import EdgeChunk, inverse_sqrt_degree
 from hamflow.train.normaliser import Normaliser
 
@@ -50,34 +50,8 @@ MIN_CHUNK_EDGES = 1024
 MAX_CHUNK_EDGES = 16384
 
 
-def available_memory_bytes() -> int:
-    """Memory this process may still use (bytes): MemAvailable of /proc/meminfo, capped by a cgroup
-    limit when one is set; 4 GiB when neither can be read."""
-    available = None
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < (1 << 60):
-            used = 0
-            for current in ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"):
-                try:
-                    used = int(Path(current).read_text().strip())
-                    break
-                except (OSError, ValueError):
-                    continue
-            limit = max(int(text) - used, 0)
-            available = limit if available is None else min(available, limit)
-    return int(available) if available is not None else 4 << 30
+#: Memory assumed where neither /proc/meminfo nor a cgroup limit can be read (bytes).
+FALLBACK_MEMORY_BYTES = 4 << 30
 
 
 def chunk_edges_for_memory(
@@ -108,7 +82,7 @@ def resolve_chunk_edges(setting: int) -> int:
         return max(1, int(override))
     if setting > 0:
         return int(setting)
-    return chunk_edges_for_memory(available_memory_bytes())
+    return chunk_edges_for_memory(available_memory_bytes() or FALLBACK_MEMORY_BYTES)
 
 
 @dataclass(frozen=True)

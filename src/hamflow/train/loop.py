@@ -30,6 +30,7 @@ import numpy as np
 from hamflow.errors import HamflowError, Interrupted
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.buckets import epoch_batches
+from hamflow.memory import available_memory_bytes
 from hamflow.train import checkpoint as ckpt
 from hamflow.train.background import BackgroundBuild
 from hamflow.train.data import Batcher, Batches
@@ -475,26 +476,16 @@ def _abstract_single(batcher: Batcher, graph: Any, shape: Any) -> GraphBatch:
     )
 
 
-#: Peak memory of one XLA compile of a train step (bytes), measured for the demo sparrow on a CPU
-#: (benchmarks/RESULTS.md, "Start-up"): the number of parallel compiles is bounded by it.
-COMPILE_MEMORY_BYTES = 1_500_000_000
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (bytes), or None where that file does not exist."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+#: Peak memory of one XLA compile of a train step (bytes): the demo sparrow on a CPU peaks at 5.47 GiB
+#: with two compiles at once and 1.68 GiB with none (benchmarks/RESULTS.md, "Start-up, recompiles and
+#: memory"), ~1.9 GiB each. The number of parallel compiles is bounded by it.
+COMPILE_MEMORY_BYTES = 2 << 30
 
 
 def parallel_compiles(jobs: int) -> int:
     """How many programs to compile at once: at most one per core, and at most as many as the
-    available memory holds at :data:`COMPILE_MEMORY_BYTES` each (at least one)."""
+    available memory holds at :data:`COMPILE_MEMORY_BYTES` each (at least one): MemAvailable, or
+    what is left of a cgroup limit such as a SLURM job's ``--mem``."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     limit = min(jobs, cores)
     memory = available_memory_bytes()
