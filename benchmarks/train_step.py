@@ -18,6 +18,11 @@ The timing runs in subprocesses of this script (``--worker``). On a CPU the abso
 only (labelled CPU); the comparisons are the ratios printed beside them, all measured in one run.
 
     python benchmarks/train_step.py [--quick] [--json OUT] [--steps 10] [--blocks 3] [--nets sparrow,eagle]
+        [--irreps NET_IRREPS] [--profile N]
+
+``--irreps`` sets the networks' size (e.g. ~350k parameters for a DeepH-E3-sized comparison);
+``--profile N`` adds the step's time by kind of XLA operation over N steps (:mod:`step_profile`: dots,
+scatters, gathers, reductions, elementwise) and the optimizer update timed alone.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ RESULT_MARKER = "TRAIN_STEP_RESULT "
 ETHANOL_HEAVY_MIX = {"h2o": 100, "nh3": 100, "ch4": 100, "ethanol": 700}
 
 
-def benchmark_config(net_type: str, num_blocks: int, cache_dir: str = "none") -> Any:
-    """config/train.toml on the demo molecules with the model at its defaults for ``net_type``."""
+def benchmark_config(net_type: str, num_blocks: int, cache_dir: str = "none", irreps: str = "") -> Any:
+    """config/train.toml on the demo molecules with the model at its defaults for ``net_type``
+    (``irreps``: a ``net_irreps`` instead of the default for the basis)."""
     from hamflow.config.train_config import load_train_config, with_overrides
 
     return with_overrides(
@@ -56,7 +62,7 @@ def benchmark_config(net_type: str, num_blocks: int, cache_dir: str = "none") ->
         {
             "data.inputs_dir": str(DEMO_INPUTS),
             "model.net_type": net_type,
-            "model.advanced.net_irreps": "",
+            "model.advanced.net_irreps": irreps,
             "model.advanced.num_blocks": num_blocks,
             "model.advanced.consider_parity": net_type == "sparrow",
             "process.train.dataloader.batch_size": BATCH_SIZE,
@@ -74,8 +80,18 @@ def peak_rss_mib() -> float:
 # --------------------------------------------------------------------------------------- worker
 
 
-def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, store_path: Path) -> dict:
-    """Build, compile and time one train step in this process; return the figures (seconds, MiB)."""
+def run_worker(
+    net_type: str,
+    num_blocks: int,
+    cache_dir: Path,
+    steps: int,
+    store_path: Path,
+    irreps: str = "",
+    profile: int = 0,
+) -> dict:
+    """Build, compile and time one train step in this process; return the figures (seconds, MiB).
+    ``profile`` > 0: also the step's time by kind of operation over that many steps
+    (:mod:`step_profile`), and the optimizer update alone."""
     import jax
     import jax.numpy as jnp
 
@@ -92,7 +108,7 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cfg = benchmark_config(net_type, num_blocks, str(cache_dir))
+    cfg = benchmark_config(net_type, num_blocks, str(cache_dir), irreps)
     tcfg = cfg.process.train
     policy = apply_float_type(cfg.system.float_type)
 
@@ -154,6 +170,18 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
         jax.block_until_ready(state)
         step_times.append(time.perf_counter() - start)
         losses.append(float(metrics.loss))
+    profiled = optimizer_ms = None
+    if profile > 0:
+        from step_profile import step_profile
+
+        held = {"state": state}
+
+        def one_step() -> None:
+            held["state"], _ = compiled(held["state"], device_batches[0], rate)
+            jax.block_until_ready(held["state"])
+
+        profiled = step_profile(one_step, compiled.as_text(), profile)
+        optimizer_ms = optimizer_update_ms(optimizer, held["state"].params, profile)
     return {
         "net_type": net_type,
         "net_irreps": irreps,
@@ -169,11 +197,44 @@ def run_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, stor
         "losses": losses,
         "peak_rss_mib": peak_rss_mib(),
         "device": str(jax.devices()[0]),
+        "profile": profiled,
+        "optimizer_update_ms": optimizer_ms,
         "jax_version": jax.__version__,
     }
 
 
-def spawn_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, store_path: Path) -> dict:
+def optimizer_update_ms(optimizer: Any, params: Any, repeats: int) -> float:
+    """Median milliseconds of the optimizer's update and its application alone (jitted, gradients of
+    ones), the part of a step that does not depend on the graph."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    @jax.jit
+    def update(p: Any, opt_state: Any) -> tuple[Any, Any]:
+        grads = jax.tree_util.tree_map(jnp.ones_like, p)
+        updates, opt_state = optimizer.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state
+
+    opt_state = optimizer.init(params)
+    jax.block_until_ready(update(params, opt_state))
+    times = []
+    for _ in range(max(3, repeats)):
+        start = time.perf_counter()
+        jax.block_until_ready(update(params, opt_state))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def spawn_worker(
+    net_type: str,
+    num_blocks: int,
+    cache_dir: Path,
+    steps: int,
+    store_path: Path,
+    irreps: str = "",
+    profile: int = 0,
+) -> dict:
     """Run :func:`run_worker` in a fresh Python process; return its figures plus the process wall time."""
     command = [
         sys.executable,
@@ -188,6 +249,10 @@ def spawn_worker(net_type: str, num_blocks: int, cache_dir: Path, steps: int, st
         str(steps),
         "--store",
         str(store_path),
+        "--irreps",
+        irreps,
+        "--profile",
+        str(profile),
     ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -300,6 +365,7 @@ def print_table(models: dict[str, dict], padding: list[dict], context: dict) -> 
     add("process wall, empty cache, CPU s", [m["process_wall_s"] for m in first], "{:.1f}")
     add("process wall, cached, CPU s", [m["process_wall_s"] for m in cached], "{:.1f}")
     add("step time per structure, CPU ms", [1e3 * m["step_median_s"] / BATCH_SIZE for m in cached], "{:.1f}")
+    add("training structures per second, CPU", [BATCH_SIZE / m["step_median_s"] for m in cached], "{:.1f}")
     add("peak RSS, empty-cache process, MiB", [m["peak_rss_mib"] for m in first], "{:.0f}")
     add("peak RSS, cached process, MiB", [m["peak_rss_mib"] for m in cached], "{:.0f}")
 
@@ -322,6 +388,21 @@ def print_table(models: dict[str, dict], padding: list[dict], context: dict) -> 
     for label, cells, ratio in rows:
         print(f"{label:{width}}" + "".join(f"{c:>14}" for c in cells) + f"{ratio:>16}")
     print("-" * len(header))
+    profiled = [(n, models[n]["cached"]) for n in nets if models[n]["cached"].get("profile")]
+    if profiled:
+        from step_profile import CATEGORIES
+
+        print("one step by kind of XLA operation (profiler events of the step), CPU ms per step [share]")
+        for net, m in profiled:
+            prof = m["profile"]
+            cells = ", ".join(f"{c} {prof['ms'][c]:.1f} [{100 * prof['share'][c]:.0f}%]" for c in CATEGORIES)
+            step_ms = 1e3 * m["step_median_s"]
+            print(f"  {net}: {cells}; total {prof['total_ms']:.1f} of a {step_ms:.1f} ms step")
+            optimizer_ms = m["optimizer_update_ms"]
+            print(f"  {net}: the optimizer update alone (raveled, with clipping): {optimizer_ms:.2f} ms")
+            top = "; ".join(f"{o['name']} ({o['category']}) {o['ms']:.2f}" for o in prof["top_ops"][:5])
+            print(f"  {net}: costliest instructions: {top}")
+        print("-" * len(header))
     print("padding waste (fraction of padded edge slots; shapes = padded edges per batch of 4)")
     for row in padding:
         print(
@@ -348,13 +429,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps after the first (default 10)")
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--nets", default="sparrow,eagle")
+    parser.add_argument("--irreps", default="", help="net_irreps of every net (default: the basis's)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="time the step by kind of operation over N steps"
+    )
     parser.add_argument("--worker", metavar="NET", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        result = run_worker(args.worker, args.blocks, Path(args.cache_dir), args.steps, Path(args.store))
+        paths = Path(args.cache_dir), args.steps, Path(args.store)
+        result = run_worker(args.worker, args.blocks, *paths, args.irreps, args.profile)
         print(RESULT_MARKER + json.dumps(result))
         return
 
@@ -369,9 +455,9 @@ def main() -> None:
     for net in nets:
         with tempfile.TemporaryDirectory(prefix=f"hamflow-bench-{net}-") as cache:
             print(f"{net}: empty-cache process ...", file=sys.stderr, flush=True)
-            first = spawn_worker(net, args.blocks, Path(cache), 0, store_path)
+            first = spawn_worker(net, args.blocks, Path(cache), 0, store_path, args.irreps)
             print(f"{net}: cached process ...", file=sys.stderr, flush=True)
-            cached = spawn_worker(net, args.blocks, Path(cache), steps, store_path)
+            cached = spawn_worker(net, args.blocks, Path(cache), steps, store_path, args.irreps, args.profile)
         models[net] = {"first": first, "cached": cached}
     context = machine_context()
     print_table(models, padding, context)

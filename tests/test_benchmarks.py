@@ -1,6 +1,6 @@
-"""The accuracy benchmark's pieces: the MD17-like sampler and splits, the mixed set's split, and
-benchmarks/accuracy.py and benchmarks/baseline_remainder.py run end to end on data another tool wrote
-(DeepH-dock's H2O), as a user would point them at any folder."""
+"""The benchmarks' pieces: the MD17-like sampler and splits, the mixed set's split, the step profile's
+operation categories, and benchmarks/accuracy.py, baseline_remainder.py and startup.py run end to end
+on data another tool wrote (DeepH-dock's H2O), as a user would point them at any folder."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import make_md17_like  # noqa: E402
 import make_mixed_molecules  # noqa: E402
+import step_profile  # noqa: E402
 
 
 def _fake_water_reference() -> dict:
@@ -169,3 +170,20 @@ def test_spin_free_part_and_the_splitting_on_the_soc_slice(tmp_path: Path) -> No
     assert len(rows) == 1 and 250 < rows[0]["dft_meV"] < 300  # HBr pi 1/2 - pi 3/2, ~275 meV
     figures = soc_splitting.summary(rows)["all"]
     assert figures["mae_meV"] < 1e-6 and figures["h0_mae_meV"] == 0 and figures["t_mae_meV"] == 0
+
+
+def test_step_profile_names_the_kind_of_each_executed_operation() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    def step(weights: jnp.ndarray, features: jnp.ndarray, src: jnp.ndarray) -> jnp.ndarray:
+        messages = jnp.tanh(features[src] @ weights)  # a gather and a dot
+        return jax.ops.segment_sum(messages, src, num_segments=8).sum()  # a scatter, a reduction
+
+    args = (jnp.ones((16, 16)), jnp.ones((8, 16)), jnp.arange(64, dtype=jnp.int32) % 8)
+    compiled = jax.jit(step).lower(*args).compile()
+    categories = step_profile.instruction_categories(compiled.as_text())
+    assert {"dot", "scatter"} <= set(categories.values())
+    profile = step_profile.step_profile(lambda: jax.block_until_ready(compiled(*args)), compiled.as_text(), 3)
+    assert profile["total_ms"] > 0 and abs(sum(profile["share"].values()) - 1.0) < 1e-9
+    assert profile["top_ops"] and all(op["category"] in step_profile.CATEGORIES for op in profile["top_ops"])
