@@ -334,7 +334,7 @@ class TrainProcessConfig:
         resume_ok=True,
         doc=(
             "JAX's persistent compilation cache, so re-runs and resumed jobs skip most of the compile time;"
-            " with ahead_of_time_compile its programs/ folder also keeps the compiled programs, which a"
+            " with ahead_of_time_compile its programs/ folder keeps the compiled programs instead, which a"
             " rerun with the same model, normaliser and shapes loads instead of tracing"
         ),
         origin="hamflow",

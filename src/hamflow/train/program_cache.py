@@ -20,6 +20,14 @@ clipping) are not in the key: they are program inputs, so changing them hits the
 
 Entries are pickled ``(serialized executable, in tree, out tree)`` written atomically under
 ``<compilation cache>/programs/``; an unreadable entry is logged, rebuilt and replaced.
+
+An executable that JAX read from its *persistent* compilation cache is never stored: on the CPU its
+re-serialisation loads but fails at its first call ("NOT_FOUND: Function wrapped_multiply not
+found", jax 0.10), so a rerun would die at its first step. A run with the program cache therefore
+does not turn the persistent cache on (``hamflow.train.run``), and :meth:`ProgramCache.compiled`
+skips storing any build that the persistent cache served anyway (a process that turned it on
+before, such as a notebook or a test session), detected by JAX's ``cache_hits`` monitoring event
+in the building thread.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import json
 import logging
 import os
 import pickle
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -140,6 +149,30 @@ def signature(*args: Any) -> list:
     return [str(tree), described]
 
 
+#: Per building thread: whether a build is running, and how many persistent-cache hits it saw.
+_BUILD = threading.local()
+_PERSISTENT_HIT = "/jax/compilation_cache/cache_hits"
+
+
+def _count_persistent_hits(event: str, **_: object) -> None:
+    """JAX monitoring listener: a persistent compilation cache hit in a build of this thread."""
+    if event == _PERSISTENT_HIT and getattr(_BUILD, "active", False):
+        _BUILD.hits += 1
+
+
+jax.monitoring.register_event_listener(_count_persistent_hits)
+
+
+def _build_outside_persistent_cache(build: Callable[[], Any]) -> tuple[Any, bool]:
+    """(build(), whether JAX's persistent compilation cache served any of its compiles)."""
+    _BUILD.active, _BUILD.hits = True, 0
+    try:
+        program = build()
+    finally:
+        _BUILD.active = False
+    return program, _BUILD.hits > 0
+
+
 class ProgramCache:
     """Compiled programs and traced values on disk, keyed by :func:`fingerprint` digests.
 
@@ -198,8 +231,14 @@ class ProgramCache:
                 return serialize_executable.deserialize_and_load(*payload), True
             except Exception as why:  # noqa: BLE001 - a stale or foreign executable is rebuilt
                 LOG.warning("program cache entry %s does not load (%s): rebuilding it", path, why)
-        program = build()
-        if path is not None:
+        program, from_persistent_cache = _build_outside_persistent_cache(build)
+        if from_persistent_cache and path is not None:
+            LOG.info(
+                "program %s came from JAX's persistent compilation cache: not stored (such an executable"
+                " does not run once re-serialised)",
+                kind,
+            )
+        elif path is not None:
             try:
                 payload = serialize_executable.serialize(program)
             except Exception as why:  # noqa: BLE001 - a backend that cannot serialise just compiles

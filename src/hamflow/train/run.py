@@ -280,7 +280,14 @@ def global_devices(local: list) -> list:
 
 
 def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
-    """Point JAX's persistent compilation cache at the run's cache folder (every program cached)."""
+    """Create the run's cache folder and, unless the program cache keeps the programs
+    (``ahead_of_time_compile``), point JAX's persistent compilation cache at it.
+
+    With ahead-of-time programs the program cache replaces the persistent cache: an executable read
+    from the persistent cache cannot be stored in the program cache (hamflow.train.program_cache), so
+    with both on, a program-cache miss that the persistent cache serves (e.g. after a hamflow update
+    that left the program alone) would never be stored, and every later run would trace and lower it
+    again."""
     from hamflow.config.train_config import compilation_cache_path
 
     path = compilation_cache_path(cfg)
@@ -288,6 +295,8 @@ def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
         return None
     with os_errors("create the compilation cache folder", path):
         path.mkdir(parents=True, exist_ok=True)
+    if cfg.process.train.ahead_of_time_compile:
+        return path
     jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
