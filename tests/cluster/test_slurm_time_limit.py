@@ -105,8 +105,10 @@ def test_training_cut_by_its_time_limit_resumes_in_resubmitted_jobs_to_the_end(
     log = (run_dir / "deepx.log").read_text()
     resumed = [(int(e), int(s)) for e, s in re.findall(r"resuming from \S+ \(epoch (\d+), step (\d+)\)", log)]
     assert resumed, f"no job resumed from a checkpoint: {summary}"
-    assert resumed == sorted(resumed) and len(set(resumed)) == len(resumed), f"no progress: {resumed}"
-    assert all(0 < epoch < EPOCHS for epoch, _ in resumed), resumed
+    # never behind an earlier resume (a job cut during its start-up resumes where the last one did)
+    assert resumed == sorted(resumed), f"a job resumed from an older checkpoint: {resumed}"
+    # a job cut in the final test pass, after the last epoch, resumes from epoch EPOCHS itself
+    assert all(0 < epoch <= EPOCHS for epoch, _ in resumed), resumed
     # every epoch once, in order, with its own steps: no epoch was trained twice or skipped
     rows = _metrics(run_dir)
     assert rows == [(epoch, epoch * STEPS_PER_EPOCH) for epoch in range(1, EPOCHS + 1)], (
