@@ -47,7 +47,8 @@ fi
 
 mkdir -p "$state_dir"/{etc,state,spool,log,run,fakedev} "$conf_dir"
 : >"$state_dir/pids"
-cpus=$(nproc)
+# GNU nproc answers OMP_NUM_THREADS when set (tests/conftest.py sets it to 1): count the CPUs without it.
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 memory_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2)) # advertise half the RAM
 
 # Fake GPU devices: gres needs File= entries, and slurmd accepts only device-like paths.

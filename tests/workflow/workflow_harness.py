@@ -51,8 +51,15 @@ class Workflow:
     root: Path
 
     def snakemake(
-        self, *args: str, check: bool = True, env: dict | None = None, profile: str = "profiles/local"
+        self,
+        *args: str,
+        check: bool = True,
+        env: dict | None = None,
+        profile: str = "profiles/local",
+        timeout_s: float = SNAKEMAKE_TIMEOUT_S,
     ) -> subprocess.CompletedProcess:
+        """``python -m snakemake --profile PROFILE --configfile test.yaml ARGS`` in this copy (JAX on
+        the CPU); fails with snakemake's stderr tail when it exits non-zero and ``check`` is set."""
         command = [sys.executable, "-m", "snakemake", "--profile", profile, "--configfile", "test.yaml"]
         result = subprocess.run(
             [*command, *args],
@@ -60,7 +67,7 @@ class Workflow:
             env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})},
             capture_output=True,
             text=True,
-            timeout=SNAKEMAKE_TIMEOUT_S,
+            timeout=timeout_s,
             check=False,
         )
         if check and result.returncode != 0:
