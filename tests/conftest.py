@@ -19,6 +19,23 @@ import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO_ROOT / "data" / "demo"
+CLUSTER_TESTS = "tests/cluster/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` with every file of tests/cluster/ in one scope: the cluster tests run one
+    after another on one worker (one SLURM cluster per machine), instead of one worker waiting on
+    the cluster lock (tests/cluster/conftest.py) while the other holds it."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClusterFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return CLUSTER_TESTS if scope.startswith(CLUSTER_TESTS) else scope
+
+    return ClusterFilesTogether(config, log)
 
 
 def shared_dir() -> Path:
