@@ -89,7 +89,11 @@ def _loky_workers() -> list[int]:
     """PIDs of this process's joblib (loky) worker processes."""
     pids = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # a thread that ended while we listed them (JAX's, the test runner's)
+            continue
+        for pid in children:
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:

@@ -27,6 +27,20 @@ from hamflow.train.program_cache import (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_persistent_cache():
+    """JAX's persistent cache off, as in a training run with the program cache: otherwise a build
+    that an earlier test of the session put there is served from it, and (rightly) not stored."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_enable_compilation_cache", before)
+    compilation_cache.reset_cache()
+
+
 def _scaled(table: np.ndarray):
     """A jitted function closing over ``table`` (as the train step closes over the normaliser)."""
     return jax.jit(lambda x: x * jnp.asarray(table))
@@ -89,6 +103,7 @@ def persistent_cache(tmp_path: Path):
         "jax_persistent_cache_min_entry_size_bytes",
     )
     before = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_enable_compilation_cache", True)  # after no_persistent_cache turned it off
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "persistent"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
