@@ -10,7 +10,9 @@ hamiltonian_pred.h5), then times what ``hamflow bands`` does per k-point:
   sparse   H(k), S(k) as scipy CSR, shift-invert (ARPACK) for ``--num-bands`` states nearest the
            target energy; the Bloch sum and the factorisation are part of the time;
   dense    the full generalized eigh at ``--dense-atoms`` (a size where it is still possible here),
-           with the sparse solver on the same structure for the ratio and the agreement.
+           with the sparse solver on the same structure for the ratio and the agreement;
+  pivoting with ``--compare-pivoting ATOMS``: the sparse solve at Gamma with diagonal pivots (what
+           ``hamflow bands`` does) against SuperLU's partial pivoting, same structure, same order.
 
 Prints one table; the figures and the command go in benchmarks/RESULTS.md. Energies in eV.
 
@@ -189,6 +191,29 @@ def _time_solver(folder: Path, solver: str, num_bands: int | None, around: float
     }
 
 
+def _time_pivoting(
+    atoms: int, cutoff: float, num_bands: int, around: float
+) -> list[tuple[str, float, float]]:
+    """[(mode, seconds, max |this - diagonal| eV)] of one Gamma solve with diagonal and with partial
+    pivoting (:func:`hamflow.infer.band_structure.sparse_bands`)."""
+    from hamflow.data.bloch import BlochMatrix
+    from hamflow.infer.band_structure import sparse_bands
+
+    _, info, h, s = synthetic_silicon(atoms, cutoff=cutoff)
+    offsets = np.arange(info.atoms_quantity + 1, dtype=np.int64) * 13
+    gamma = np.zeros(3)
+    h_k = BlochMatrix.from_blocks(h, offsets).sparse(gamma)
+    s_k = BlochMatrix.from_blocks(s, offsets).sparse(gamma)
+    rows, reference = [], None
+    for mode, pivoting in (("diagonal", False), ("partial", True)):
+        start = time.perf_counter()
+        values = sparse_bands(h_k, s_k, num_bands, around, pivoting=pivoting)
+        seconds = time.perf_counter() - start
+        reference = values if reference is None else reference
+        rows.append((mode, seconds, float(np.abs(values - reference).max())))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--atoms", type=int, default=4096, help="atoms of the sparse run (8 n^3 or 2 n^3)")
@@ -202,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--around", type=float, default=0.5, help="target energy, eV")
     parser.add_argument(
         "--k-points", type=int, default=3, help="k-points timed per run: Gamma (real), then complex ones"
+    )
+    parser.add_argument(
+        "--compare-pivoting",
+        type=int,
+        default=0,
+        metavar="ATOMS",
+        help="also time one Gamma solve of an ATOMS-atom cell with diagonal and with partial pivoting",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -234,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{atoms:>6} {row['orbitals']:>8} {row['solver']:>6} {row['setup_s']:>8.2f} {each:>28} {row['peak_rss_gib']:>8.2f} {diff:>22}"  # noqa: E501
         )
+    pivoting = []
+    if args.compare_pivoting:
+        pivoting = _time_pivoting(args.compare_pivoting, args.cutoff, args.num_bands, args.around)
+        print(f"# Gamma, {args.compare_pivoting} atoms: pivoting, s, max |E - E(diagonal)| eV")
+        for mode, seconds, difference in pivoting:
+            print(f"{mode:>9} {seconds:>8.2f} {difference:>10.2e}")
     if args.json:
         payload = [
             {
@@ -242,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 "max_dense_sparse_eV": difference,
             }
             for atoms, row, difference in rows
+        ]
+        payload += [
+            {"atoms": args.compare_pivoting, "pivoting": mode, "seconds": seconds, "max_vs_diagonal_eV": diff}
+            for mode, seconds, diff in pivoting
         ]
         Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
     return 0

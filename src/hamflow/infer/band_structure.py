@@ -8,7 +8,8 @@ At each k, H(k) and S(k) come from the one Bloch sum (:class:`hamflow.data.bloch
 the generalized problem H(k) c = E S(k) c is solved by
   dense   ``scipy.linalg.eigh``: every state, O(N^3) time and N^2 memory; with ``num_bands`` the
           ``num_bands`` states nearest ``around`` are kept;
-  sparse  shift-invert: H(k) - sigma S(k) (sigma = ``around``) is factorised once (SuperLU), and ARPACK
+  sparse  shift-invert: H(k) - sigma S(k) (sigma = ``around``) is factorised once (SuperLU in a
+          minimum-degree order, diagonal pivots, checked by the eigenpairs' residuals), and ARPACK
           finds the ``num_bands`` eigenvalues nearest sigma (``scipy.sparse.linalg.eigsh``; complex
           Hermitian problems go through its ``eigs`` branch, real ones at Gamma-like k stay real).
 ``solver="auto"`` takes dense up to :data:`DENSE_MAX_ORBITALS` orbitals (N, doubled when spinful) and
@@ -42,6 +43,8 @@ SOLVERS = ("auto", "dense", "sparse")
 DENSE_MAX_ORBITALS = 4000
 #: states per k-point of the sparse solver when ``num_bands`` is not given
 DEFAULT_SPARSE_BANDS = 20
+#: largest |H x - E S x| / |x| (eV) accepted from the factor without pivoting
+RESIDUAL_TOLERANCE_EV = 1e-6
 BANDS_FILE = "bands.npz"
 PLOT_FILE = "bands.png"
 
@@ -95,11 +98,35 @@ def dense_bands(h_k: np.ndarray, s_k: np.ndarray | None, num_bands: int | None, 
     return nearest(generalized_eigenvalues(h_k, s_k), num_bands, around)
 
 
-def sparse_bands(h_k, s_k, num_bands: int, around: float) -> np.ndarray:
+def _factorise(shifted, *, pivoting: bool):
+    """A solve x = shifted^-1 b from SuperLU in its minimum-degree order of A + A^T.
+
+    pivoting False: the diagonal is the pivot (symmetric mode), so the factor keeps the fill of the
+    order; True: SuperLU's partial pivoting, whose row exchanges undo the order (on a 3-D crystal
+    the fill is then near dense). RuntimeError when exactly singular."""
+    import scipy.sparse.linalg as sla
+
+    if pivoting:
+        return sla.splu(shifted, permc_spec="MMD_AT_PLUS_A").solve
+    options = {"SymmetricMode": True}
+    return sla.splu(shifted, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=options).solve
+
+
+def residuals(h, s, values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(k,) |H x - E S x| / |x| in eV of each eigenpair: H, S (N, N) (S None: identity), values
+    (k,) eV, vectors (N, k)."""
+    s_x = vectors if s is None else s @ vectors
+    return np.linalg.norm(h @ vectors - s_x * values[None, :], axis=0) / np.linalg.norm(vectors, axis=0)
+
+
+def sparse_bands(h_k, s_k, num_bands: int, around: float, *, pivoting: bool = False) -> np.ndarray:
     """(num_bands,) ascending eigenvalues (eV) nearest ``around`` of sparse H(k), S(k) (S None: I).
 
     Shift-invert: (H - around S) is factorised once with SuperLU and ARPACK iterates on its inverse
-    (the eigenvalues nearest ``around`` converge first). Needs num_bands < N - 1.
+    (the eigenvalues nearest ``around`` converge first). The factor pivots on the diagonal
+    (:func:`_factorise`); when that fails (a zero pivot, ARPACK not converging) or an eigenpair's
+    residual :func:`residuals` exceeds :data:`RESIDUAL_TOLERANCE_EV` (a small pivot), the k-point
+    is solved again with partial pivoting. Needs num_bands < N - 1.
     """
     import scipy.sparse
     import scipy.sparse.linalg as sla
@@ -116,24 +143,35 @@ def sparse_bands(h_k, s_k, num_bands: int, around: float) -> np.ndarray:
     if not h.imag.count_nonzero() and (s is None or not s.imag.count_nonzero()):
         h = h.real.tocsc()
         s = None if s is None else s.real.tocsc()
+
+    def again(reason: str) -> np.ndarray:
+        LOG.warning("H(k) - %g S(k) without pivoting: %s; solving again with pivoting", around, reason)
+        return sparse_bands(h_k, s_k, num_bands, around, pivoting=True)
+
     for sigma in (around, around + 1e-6):  # an exactly singular shift: move it by a micro-eV
-        shifted = h - sigma * (scipy.sparse.identity(size, format="csc") if s is None else s)
+        shifted = (h - sigma * (scipy.sparse.identity(size, format="csc") if s is None else s)).tocsc()
         try:
-            factor = sla.splu(shifted.tocsc(), permc_spec="MMD_AT_PLUS_A")
+            solve = _factorise(shifted, pivoting=pivoting)
             break
         except RuntimeError as error:
             if sigma != around:
+                if not pivoting:
+                    return again(str(error))
                 raise DataError(f"H(k) - {sigma} S(k) cannot be factorised: {error}", key="around") from None
-    op_inverse = sla.LinearOperator(shifted.shape, matvec=factor.solve, dtype=shifted.dtype)
+    op_inverse = sla.LinearOperator(shifted.shape, matvec=solve, dtype=shifted.dtype)
     try:
-        values = sla.eigsh(
-            h, k=num_bands, M=s, sigma=sigma, which="LM", OPinv=op_inverse, return_eigenvectors=False
-        )
+        values, vectors = sla.eigsh(h, k=num_bands, M=s, sigma=sigma, which="LM", OPinv=op_inverse)
     except sla.ArpackNoConvergence as error:
+        if not pivoting:
+            return again("ARPACK did not converge")
         raise DataError(
             f"ARPACK did not converge for {num_bands} states near {around} eV ({error})", key="around"
         ) from None
-    return np.sort(np.real(values))
+    values = np.real(values)
+    worst = float(residuals(h, s, values, vectors).max(initial=0.0))
+    if not pivoting and not worst <= RESIDUAL_TOLERANCE_EV:
+        return again(f"eigenpair residual {worst:.2e} eV")
+    return np.sort(values)
 
 
 def _check_folder(folder: Path, structure_dir: Path, matrix_file: str) -> None:
