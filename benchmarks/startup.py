@@ -18,7 +18,7 @@ the log stamp of its ahead-of-time line (it compiles everything before the first
 resolution, shown with "~").
 
     python benchmarks/startup.py [--config TOML] [--data DIR] [--depth N] [--set KEY=TOML ...]
-                                 [--work DIR] [--json OUT]
+                                 [--work DIR] [--json OUT] [--cold-only]
 
 ``--data`` points the runs at any DeepH-format folder holding ``dft/`` (linked into the work
 folder, where the graph store is built; ``--depth`` its ``data_dir_depth``); ``--set`` overrides
@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for runs and the cache (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
+        "--cold-only", action="store_true", help="only the first run (cold): e.g. to compare versions"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -141,7 +144,7 @@ def main() -> None:
         ("cold", overrides),
         ("warm, max_epoch + warmup_steps changed", {**overrides, **CHANGED}),
         ("warm, identical", overrides),
-    ]
+    ][: 1 if args.cold_only else None]
     rows = []
     for index, (name, settings) in enumerate(runs):
         figures = run_once(args.config, work / f"run{index}-{os.getpid()}", settings)

@@ -1,6 +1,6 @@
 """Programs built in background threads (hamflow.train.background): built in the order given, each
 call waiting only for its own program, a failed build raised where its program is called, and a
-stopped build starting nothing more."""
+stopped build starting nothing more; the first program built alone."""
 
 from __future__ import annotations
 
@@ -75,3 +75,37 @@ def test_a_stopped_build_starts_nothing_more() -> None:
     with pytest.raises(CancelledError):
         build.programs[1]("x")
     assert started == ["running"]
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        threading.Event().wait(0.01)
+    return condition()
+
+
+def test_the_first_program_is_built_alone_then_the_rest_in_parallel() -> None:
+    started: list[str] = []
+    first_gate, rest_gate = threading.Event(), threading.Event()
+    jobs = [_job("first", started, first_gate), _job("b", started, rest_gate), _job("c", started, rest_gate)]
+    build = BackgroundBuild(jobs, workers=3, on_done=lambda *_: None)
+    assert _wait_for(lambda: started == ["first"])
+    threading.Event().wait(0.2)
+    assert started == ["first"]  # the other two wait for it, although workers are free
+    first_gate.set()
+    assert build.programs[0]("x") == "first(x)"
+    assert _wait_for(lambda: sorted(started) == ["b", "c", "first"])  # both at once: rest_gate is shut
+    rest_gate.set()
+    build.wait()
+
+
+def test_a_failed_first_build_still_starts_the_rest() -> None:
+    def broken():
+        raise RuntimeError("no memory")
+
+    started: list[str] = []
+    build = BackgroundBuild([("train", 0, broken), _job("b", started)], workers=2, on_done=lambda *_: None)
+    assert build.programs[1]("x") == "b(x)"
+    with pytest.raises(RuntimeError, match="no memory"):
+        build.programs[0]("x")

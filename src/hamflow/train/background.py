@@ -44,7 +44,9 @@ class PendingProgram:
 
 class BackgroundBuild:
     """``jobs`` built in their order by ``workers`` daemon threads; ``programs[i]`` is job i's
-    :class:`PendingProgram`. When the last one is built, ``on_done(seconds, built, loaded)`` is
+    :class:`PendingProgram`. The first job (the program the first step needs) is built alone, so
+    that it has every core and the GIL for its tracing; the other workers start when it is done.
+    When the last one is built, ``on_done(seconds, built, loaded)`` is
     called (from a worker thread). :meth:`stop` drops the jobs not yet started."""
 
     def __init__(self, jobs: Sequence[Job], workers: int, on_done: Callable[[float, int, int], None]) -> None:
@@ -58,8 +60,11 @@ class BackgroundBuild:
         self._stopped = threading.Event()
         self._on_done = on_done
         self._started = time.perf_counter()
-        for index in range(max(1, min(workers, len(self._jobs)))):
-            threading.Thread(target=self._work, name=f"hamflow-compile-{index}", daemon=True).start()
+        self._workers = max(1, min(workers, len(self._jobs)))
+        self._spawn(0)
+
+    def _spawn(self, index: int) -> None:
+        threading.Thread(target=self._work, name=f"hamflow-compile-{index}", daemon=True).start()
 
     def _take(self) -> int | None:
         with self._lock:
@@ -79,6 +84,9 @@ class BackgroundBuild:
                 result = None
             else:
                 future.set_result(result)
+            if index == 0:  # the first program had the cores to itself; now the others in parallel
+                for worker in range(1, self._workers):
+                    self._spawn(worker)
             with self._lock:
                 self._finished += 1
                 self._loaded += bool(result and result[1])
