@@ -1,4 +1,4 @@
-"""Write one structure's prediction file chunk by chunk, so that its blocks never sit in memory at once.
+"""Write one structure's prediction file chunk by chunk: its padded blocks never sit in memory at once.
 
 The file is the one :func:`hamflow.infer.predict.write_prediction` writes after
 :func:`hamflow.infer.predict.graph_prediction` (same datasets, order, dtypes and values): atom pairs
@@ -6,7 +6,9 @@ in the graph's edge order, each block cut to its atoms' orbitals, Hermitian when
 (block and the conjugate transpose of its mirror (-R, j, i) averaged; a pair without a mirror keeps
 its block and the mirror is appended after all edges, in edge order). The pair table, shapes and
 boundaries are known from the edges alone, so they are written first and the entries then in
-consecutive slices; the file is written to a temporary name beside the target and renamed at the end.
+consecutive slices (with ``symmetrize``, gathered in memory, the file's size, and written once: the
+two blocks of a mirror pair are computed together); the file is written to a temporary name beside
+the target and renamed at the end.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ def write_streamed_prediction(
     """Write the prediction of ``graph`` to ``path`` (DeepH format, entries of ``dtype``) atomically.
 
     ``blocks_of(rows)`` gives the padded (n, b, b) physical blocks of at most ``chunk_edges`` edges
-    (b = 2B when ``spin``). With ``symmetrize`` each call asks for a slice of consecutive edges and
-    their mirrors (so every edge's block is computed twice: once for itself, once as a mirror).
+    (b = 2B when ``spin``). With ``symmetrize`` each call asks for the lower edges of mirror pairs
+    and their partners (every block computed once, :func:`_symmetric_entries`); without, for
+    consecutive edges written slice by slice.
     """
     if chunk_edges < 2:
         raise ValueError(f"chunk_edges must be >= 2, got {chunk_edges}")
@@ -129,34 +132,75 @@ def write_streamed_prediction(
     boundaries = np.zeros(pairs.shape[0] + 1, np.int64)
     np.cumsum(shapes[:, 0] * shapes[:, 1], out=boundaries[1:])
     dtype = np.dtype(dtype)
-    step = max(1, chunk_edges // 2) if symmetrize else chunk_edges
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("atom_pairs", data=pairs)
         handle.create_dataset("chunk_boundaries", data=boundaries)
         handle.create_dataset("chunk_shapes", data=shapes)
         entries = handle.create_dataset("entries", shape=(int(boundaries[-1]),), dtype=dtype)
-        for start in range(0, num_edges, step):
-            rows = np.arange(start, min(start + step, num_edges))
-            if symmetrize:
-                partners = mirror[rows]
-                has = partners >= 0
-                computed = blocks_of(np.concatenate([rows, partners[has]]))
-                block = computed[: rows.shape[0]].copy()
-                mirrored = computed[rows.shape[0] :]
-                block[has] = 0.5 * (block[has] + np.conj(mirrored).transpose(0, 2, 1))
-            else:
-                block = blocks_of(rows)
-            part = unpad_edges(
-                block, _subgraph(graph, src[rows], dst[rows], shift[rows]), basis, elements_orbital_map
+        if symmetrize:
+            entries[...] = _symmetric_entries(
+                graph, blocks_of, chunk_edges, basis, elements_orbital_map, mirror, boundaries, dtype
             )
-            entries[boundaries[start] : boundaries[rows[-1] + 1]] = part.entries.astype(dtype)
-        for first in range(0, extras.shape[0], chunk_edges):
-            rows = extras[first : first + chunk_edges]
-            block = np.conj(blocks_of(rows)).transpose(0, 2, 1)
-            part = unpad_edges(
-                block, _subgraph(graph, dst[rows], src[rows], -shift[rows]), basis, elements_orbital_map
-            )
-            at = num_edges + first
-            entries[boundaries[at] : boundaries[at + rows.shape[0]]] = part.entries.astype(dtype)
+        else:
+            for start in range(0, num_edges, chunk_edges):
+                rows = np.arange(start, min(start + chunk_edges, num_edges))
+                part = unpad_edges(
+                    blocks_of(rows),
+                    _subgraph(graph, src[rows], dst[rows], shift[rows]),
+                    basis,
+                    elements_orbital_map,
+                )
+                entries[boundaries[start] : boundaries[rows[-1] + 1]] = part.entries.astype(dtype)
     if extras.shape[0]:
         LOG.info("%s: %d pair(s) without a mirror; their mirrors were appended", graph.sid, extras.shape[0])
+
+
+def _symmetric_entries(
+    graph: StructureGraph,
+    blocks_of: BlockFn,
+    chunk_edges: int,
+    basis: CommonBasis,
+    elements_orbital_map: Mapping[str, Sequence[int]],
+    mirror: np.ndarray,
+    boundaries: np.ndarray,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """(boundaries[-1],) the file's entries with every block Hermitian-averaged with its mirror.
+
+    Each edge's block is computed once: the chunks hold the lower edge of each mirror pair and its
+    partner; H_e = (B_e + B_m^H) / 2 goes to e and H_e^H to m. An edge without a mirror keeps B_e and
+    the appended mirror (after all edges, in edge order) gets B_e^H. The entries (the file's size)
+    are gathered here and written once; padded blocks never exceed one chunk.
+    """
+    src, dst, shift = graph.edge_src, graph.edge_dst, graph.edge_shift
+    num_edges = graph.num_edges
+    edge = np.arange(num_edges)
+    appended = np.full(num_edges, -1, np.int64)
+    lonely = np.nonzero(mirror < 0)[0]
+    appended[lonely] = num_edges + np.arange(lonely.shape[0])
+    lower = np.nonzero((mirror < 0) | (edge <= mirror))[0]
+    out = np.empty(int(boundaries[-1]), dtype)
+    step = max(1, chunk_edges // 2)
+    for start in range(0, lower.shape[0], step):
+        rows = lower[start : start + step]
+        partner = mirror[rows]
+        other = (partner >= 0) & (partner != rows)  # a pair of two edges (not on-site R = 0, i = i)
+        computed = blocks_of(np.concatenate([rows, partner[other]]))
+        block = computed[: rows.shape[0]].copy()
+        paired = partner >= 0
+        mirrored = block.copy()
+        mirrored[other] = computed[rows.shape[0] :]
+        block[paired] = 0.5 * (block[paired] + np.conj(mirrored[paired]).transpose(0, 2, 1))
+        adjoint = np.conj(block).transpose(0, 2, 1)
+        alone = ~paired
+        # (file position, block, src, dst, shift) of: the rows, their partners, the appended mirrors
+        where = np.concatenate([rows, partner[other], appended[rows[alone]]])
+        blocks = np.concatenate([block, adjoint[other], adjoint[alone]])
+        first = np.concatenate([src[rows], src[partner[other]], dst[rows[alone]]])
+        second = np.concatenate([dst[rows], dst[partner[other]], src[rows[alone]]])
+        cells = np.concatenate([shift[rows], shift[partner[other]], -shift[rows[alone]]])
+        part = unpad_edges(blocks, _subgraph(graph, first, second, cells), basis, elements_orbital_map)
+        sizes = np.diff(part.chunk_boundaries)
+        target = np.repeat(boundaries[where] - part.chunk_boundaries[:-1], sizes) + np.arange(sizes.sum())
+        out[target] = part.entries.astype(dtype)
+    return out
