@@ -18,7 +18,7 @@ The timing runs in subprocesses of this script (``--worker``). On a CPU the abso
 only (labelled CPU); the comparisons are the ratios printed beside them, all measured in one run.
 
     python benchmarks/train_step.py [--quick] [--json OUT] [--steps 10] [--blocks 3] [--nets sparrow,eagle]
-        [--irreps NET_IRREPS] [--profile N]
+        [--irreps NET_IRREPS] [--profile N] [--xla-options JSON]
 
 ``--irreps`` sets the networks' size (e.g. ~350k parameters for a DeepH-E3-sized comparison);
 ``--profile N`` adds the step's time by kind of XLA operation over N steps (:mod:`step_profile`: dots,
@@ -88,10 +88,12 @@ def run_worker(
     store_path: Path,
     irreps: str = "",
     profile: int = 0,
+    xla_options: dict | None = None,
 ) -> dict:
     """Build, compile and time one train step in this process; return the figures (seconds, MiB).
     ``profile`` > 0: also the step's time by kind of operation over that many steps
-    (:mod:`step_profile`), and the optimizer update alone."""
+    (:mod:`step_profile`), and the optimizer update alone. ``xla_options``: XLA debug options of
+    the compile (``Lowered.compile(compiler_options=...)``)."""
     import jax
     import jax.numpy as jnp
 
@@ -156,7 +158,7 @@ def run_worker(
     rate = jnp.asarray(lr_fn(0), jnp.float32)
     lowered = jit_train.lower(state, device_batches[0], rate)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=xla_options or None)
     t2 = time.perf_counter()
     state, metrics = compiled(state, device_batches[0], rate)
     jax.block_until_ready(state)
@@ -200,6 +202,7 @@ def run_worker(
         "profile": profiled,
         "optimizer_update_ms": optimizer_ms,
         "jax_version": jax.__version__,
+        "xla_options": xla_options or {},
     }
 
 
@@ -234,6 +237,7 @@ def spawn_worker(
     store_path: Path,
     irreps: str = "",
     profile: int = 0,
+    xla_options: str = "{}",
 ) -> dict:
     """Run :func:`run_worker` in a fresh Python process; return its figures plus the process wall time."""
     command = [
@@ -253,6 +257,8 @@ def spawn_worker(
         irreps,
         "--profile",
         str(profile),
+        "--xla-options",
+        xla_options,
     ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -433,6 +439,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="time the step by kind of operation over N steps"
     )
+    parser.add_argument(
+        "--xla-options",
+        default="{}",
+        metavar="JSON",
+        help="XLA options of the compile, e.g. '{\"xla_backend_optimization_level\": 0}'",
+    )
     parser.add_argument("--worker", metavar="NET", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
@@ -440,7 +452,8 @@ def main() -> None:
 
     if args.worker:
         paths = Path(args.cache_dir), args.steps, Path(args.store)
-        result = run_worker(args.worker, args.blocks, *paths, args.irreps, args.profile)
+        options = json.loads(args.xla_options)
+        result = run_worker(args.worker, args.blocks, *paths, args.irreps, args.profile, options)
         print(RESULT_MARKER + json.dumps(result))
         return
 
@@ -455,9 +468,12 @@ def main() -> None:
     for net in nets:
         with tempfile.TemporaryDirectory(prefix=f"hamflow-bench-{net}-") as cache:
             print(f"{net}: empty-cache process ...", file=sys.stderr, flush=True)
-            first = spawn_worker(net, args.blocks, Path(cache), 0, store_path, args.irreps)
+            options = args.xla_options
+            first = spawn_worker(net, args.blocks, Path(cache), 0, store_path, args.irreps, 0, options)
             print(f"{net}: cached process ...", file=sys.stderr, flush=True)
-            cached = spawn_worker(net, args.blocks, Path(cache), steps, store_path, args.irreps, args.profile)
+            cached = spawn_worker(
+                net, args.blocks, Path(cache), steps, store_path, args.irreps, args.profile, options
+            )
         models[net] = {"first": first, "cached": cached}
     context = machine_context()
     print_table(models, padding, context)
