@@ -112,6 +112,44 @@ def test_chunked_prediction_equals_whole_graph(si64, normaliser, net_type, irrep
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=5e-6 * scale)
 
 
+def test_programs_built_ahead_equal_the_plain_path(si64, normaliser):
+    """``build_ahead`` builds every step program for the graph's shapes before the first is needed:
+    the features and blocks equal those of programs jitted at first use, and no step falls back to
+    a program jitted on the spot."""
+    module = build_model(
+        "sparrow",
+        SHELLS,
+        net_irreps="8x0e+4x1o+4x1e+2x2e+2x2o+2x3o+2x3e+2x4e",
+        num_blocks=2,
+        rmax=CUTOFF,
+        consider_parity=True,
+    )
+    batch = collate([si64], num_nodes=si64.num_nodes, num_edges=si64.num_edges, num_graphs=1)
+    params = init_params(module, batch, seed=0)["params"]
+
+    def network():
+        return ChunkedNetwork(
+            module, params, normaliser, spinful=False, out_dtype=jnp.float32, chunk_edges=300
+        )
+
+    rows = np.arange(si64.num_edges)[:300]
+    plain = network()
+    nodes, edges, terms = plain.features(si64)
+    expected = plain.blocks(si64, nodes, edges, terms, rows)
+    assert plain._jitted  # the plain path jits at first use
+
+    ahead = network()
+    build = ahead.build_ahead(si64, workers=2)
+    assert build is not None and ahead.build_ahead(si64) is None  # built once per atom count
+    build.wait()
+    got_nodes, got_edges, got_terms = ahead.features(si64)
+    got = ahead.blocks(si64, got_nodes, got_edges, got_terms, rows)
+    assert not ahead._jitted, f"steps jitted on the spot: {sorted(map(str, ahead._jitted))}"
+    np.testing.assert_allclose(got_nodes, nodes, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got_edges, edges, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
 def _datasets(path):
     with h5py.File(path, "r") as handle:
         return {key: handle[key][()] for key in handle}

@@ -17,7 +17,7 @@ import pytest
 from training_setup import tiny_config
 
 from hamflow.train import run as train_run
-from hamflow.train.loop import parallel_compiles
+from hamflow.train.background import parallel_compiles
 from hamflow.train.program_cache import (
     ProgramCache,
     Unfingerprintable,
@@ -138,7 +138,7 @@ def test_what_cannot_be_fingerprinted_is_never_cached(tmp_path: Path) -> None:
 
 
 def test_parallel_compiles_are_bounded_by_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hamflow.train import loop
+    from hamflow.train import background as loop
 
     monkeypatch.setattr(loop.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
     monkeypatch.setattr(loop, "available_memory_bytes", lambda: 4 * loop.COMPILE_MEMORY_BYTES + 1)

@@ -140,6 +140,8 @@ class ChunkedNetwork:
         self.num_blocks = int(backbone.num_blocks)
         self.compute_dtype = backbone.dtype
         self._jitted: dict[Any, Callable[..., Any]] = {}
+        #: (num_nodes, step, *static) -> a program built ahead (:meth:`build_ahead`)
+        self._ahead: dict[tuple, Callable[..., Any]] = {}
         self._onsite: tuple[np.ndarray, jnp.ndarray] | None = None
 
     # ------------------------------------------------------------------ jitted steps
@@ -148,6 +150,97 @@ class ChunkedNetwork:
         if key not in self._jitted:
             self._jitted[key] = jax.jit(self._make(step, *static))
         return self._jitted[key]
+
+    def _program(self, num_nodes: int, step: str, *static: Any) -> Callable[..., Any]:
+        """The step's program for a graph of ``num_nodes`` atoms: the one built ahead if any, else
+        the jitted step (compiled at first use)."""
+        ahead = self._ahead.get((num_nodes, step, *static))
+        return ahead if ahead is not None else self._step(step, *static)
+
+    def build_ahead(self, graph: StructureGraph, workers: int | None = None) -> Any:
+        """Start building every step program for ``graph``'s shapes in background threads, in the
+        order :meth:`features` and :meth:`blocks` first need them, so that XLA compiles the later
+        steps while the first ones run (hamflow.train.background.BackgroundBuild; ``workers``
+        threads, default one per core that the available memory allows). Returns the build, or
+        None when the programs for this many atoms are built already."""
+        from concurrent.futures import Future
+
+        from hamflow.train.background import BackgroundBuild, parallel_compiles
+
+        spec = jax.ShapeDtypeStruct
+        num_nodes, size = graph.num_nodes, self.chunk_edges
+        if (num_nodes, "blocks") in self._ahead:
+            return None
+        params = jax.tree.map(lambda x: spec(np.shape(x), x.dtype), self.params)
+        chunk = EdgeChunk(
+            spec((size, 3), np.asarray(graph.edge_vec).dtype),
+            spec((size,), np.bool_),
+            spec((size,), np.bool_),
+            spec((size,), np.int32),
+            spec((size,), np.int32),
+        )
+        z = spec((num_nodes,), jnp.int32)
+        mask = spec((size, *graph.label_mask.shape[1:]), np.bool_)
+        outputs: dict[tuple, Future] = {}
+
+        def out(*key: Any) -> Any:  # the output shapes of an earlier step (waits for its lowering)
+            return outputs[key].result()
+
+        def edges() -> Any:
+            nodes = out("initial_nodes")
+            return spec((size, nodes.shape[-1]), nodes.dtype)
+
+        plan: list[tuple[tuple, Callable[[], tuple]]] = [
+            (("degree", num_nodes), lambda: (params, chunk)),
+            (("node_terms",), lambda: (z, chunk)),
+            (("initial_nodes",), lambda: (params, z)),
+            (("initial_edges",), lambda: (params, chunk)),
+        ]
+        for index in range(self.num_blocks):
+            plan += [
+                (("messages", index), lambda: (params, out("initial_nodes"), edges(), chunk)),
+                (
+                    ("nodes", index),
+                    lambda i=index: (
+                        params,
+                        out("initial_nodes"),
+                        out("messages", i),
+                        jax.eval_shape(inverse_sqrt_degree, out("degree", num_nodes)),
+                    ),
+                ),
+                (("edges", index), lambda: (params, out("initial_nodes"), edges(), chunk)),
+            ]
+        plan += [
+            (("onsite",), lambda: (params, out("initial_nodes"))),
+            (
+                ("blocks",),
+                lambda: (params, out("onsite"), edges(), chunk, z, mask, out("node_terms")),
+            ),
+        ]
+
+        def job(key: tuple, arguments: Callable[[], tuple]) -> Callable[[], tuple[Any, bool]]:
+            def build() -> tuple[Any, bool]:
+                try:
+                    lowered = jax.jit(self._make(*key)).lower(*arguments())
+                except BaseException as why:
+                    outputs[key].set_exception(why)
+                    raise
+                outputs[key].set_result(lowered.out_info)
+                return lowered.compile(), False
+
+            return build
+
+        for key, _ in plan:
+            outputs[key] = Future()
+
+        def report(seconds: float, built: int, loaded: int) -> None:
+            LOG.info("built the %d step programs for %d atoms in %.1f s", built, num_nodes, seconds)
+
+        jobs = [("step", key, job(key, arguments)) for key, arguments in plan]
+        build = BackgroundBuild(jobs, workers or parallel_compiles(len(jobs)), report)
+        for (key, _), program in zip(plan, build.programs, strict=True):
+            self._ahead[(num_nodes, *key)] = program
+        return build
 
     def _apply(self, params: Any, method: str, *args: Any) -> Any:
         return self.module.apply({"params": params}, *args, method=method)
@@ -236,24 +329,28 @@ class ChunkedNetwork:
         p = self.params
         ranges = list(self._ranges(graph.num_edges))
         chunks = [edges_host.chunk(rows, size) for rows in ranges]
-        degree = sum(self._step("degree", num_nodes)(p, chunk) for chunk in chunks)
+        degree = sum(self._program(num_nodes, "degree", num_nodes)(p, chunk) for chunk in chunks)
         inv = inverse_sqrt_degree(degree)
         terms = None
         for chunk in chunks:
-            part = self._step("node_terms")(z, chunk)
+            part = self._program(num_nodes, "node_terms")(z, chunk)
             terms = part if terms is None else jax.tree.map(jnp.add, terms, part)
-        nodes = self._step("initial_nodes")(p, z)
+        nodes = self._program(num_nodes, "initial_nodes")(p, z)
         edges = np.empty((graph.num_edges, self.irreps.dim), dtype=np.dtype(nodes.dtype))
         for rows, chunk in zip(ranges, chunks, strict=True):
-            edges[rows] = np.asarray(self._step("initial_edges")(p, chunk))[: rows.shape[0]]
+            edges[rows] = np.asarray(self._program(num_nodes, "initial_edges")(p, chunk))[: rows.shape[0]]
         for index in range(self.num_blocks):
             summed = None
             for rows, chunk in zip(ranges, chunks, strict=True):
-                part = self._step("messages", index)(p, nodes, _padded(edges, rows, size), chunk)
+                part = self._program(num_nodes, "messages", index)(
+                    p, nodes, _padded(edges, rows, size), chunk
+                )
                 summed = part if summed is None else summed + part
-            nodes = self._step("nodes", index)(p, nodes, summed, inv)
+            nodes = self._program(num_nodes, "nodes", index)(p, nodes, summed, inv)
             for rows, chunk in zip(ranges, chunks, strict=True):
-                updated = self._step("edges", index)(p, nodes, _padded(edges, rows, size), chunk)
+                updated = self._program(num_nodes, "edges", index)(
+                    p, nodes, _padded(edges, rows, size), chunk
+                )
                 edges[rows] = np.asarray(updated)[: rows.shape[0]]
         return np.asarray(nodes), edges, terms
 
@@ -278,12 +375,14 @@ class ChunkedNetwork:
         mask = np.zeros((size, *graph.label_mask.shape[1:]), bool)
         mask[: rows.shape[0]] = graph.label_mask[rows]
         z = jnp.asarray(graph.atomic_numbers, jnp.int32)
-        out = self._step("blocks")(self.params, onsite, _padded(edges, rows, size), chunk, z, mask, terms)
+        out = self._program(graph.num_nodes, "blocks")(
+            self.params, onsite, _padded(edges, rows, size), chunk, z, mask, terms
+        )
         return np.asarray(out)[: rows.shape[0]]
 
     def _onsite_cache(self, nodes: np.ndarray) -> jnp.ndarray:
         if self._onsite is None or self._onsite[0] is not nodes:
-            self._onsite = (nodes, self._step("onsite")(self.params, nodes))
+            self._onsite = (nodes, self._program(nodes.shape[0], "onsite")(self.params, nodes))
         return self._onsite[1]
 
 
@@ -334,6 +433,7 @@ def predict_large_graph(
     from hamflow.infer.stream_write import write_streamed_prediction
 
     started = time.perf_counter()
+    network.build_ahead(graph)
     nodes, edges, terms = network.features(graph)
     backbone = time.perf_counter()
 

@@ -10,11 +10,14 @@ Daemon threads: a run stopped by a signal does not wait at exit for programs it 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
+
+from hamflow.memory import available_memory_bytes
 
 LOG = logging.getLogger(__name__)
 
@@ -106,3 +109,21 @@ class BackgroundBuild:
         with self._lock:
             for future in self._futures[self._next :]:
                 future.cancel()
+
+
+#: Peak memory of one XLA compile of a train step (bytes): the demo sparrow on a CPU peaks at 5.47 GiB
+#: with two compiles at once and 1.68 GiB with none (benchmarks/RESULTS.md, "Start-up, recompiles and
+#: memory"), ~1.9 GiB each. The number of parallel compiles is bounded by it.
+COMPILE_MEMORY_BYTES = 2 << 30
+
+
+def parallel_compiles(jobs: int) -> int:
+    """How many programs to compile at once: at most one per core, and at most as many as the
+    available memory holds at :data:`COMPILE_MEMORY_BYTES` each (at least one): MemAvailable, or
+    what is left of a cgroup limit such as a SLURM job's ``--mem``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = min(jobs, cores)
+    memory = available_memory_bytes()
+    if memory is not None:
+        limit = min(limit, memory // COMPILE_MEMORY_BYTES)
+    return max(1, limit)

@@ -30,9 +30,8 @@ import numpy as np
 from hamflow.errors import HamflowError, Interrupted
 from hamflow.graph.batch import GraphBatch
 from hamflow.graph.buckets import epoch_batches
-from hamflow.memory import available_memory_bytes
 from hamflow.train import checkpoint as ckpt
-from hamflow.train.background import BackgroundBuild
+from hamflow.train.background import BackgroundBuild, parallel_compiles
 from hamflow.train.data import Batcher, Batches
 from hamflow.train.plateau import plateau_update
 from hamflow.train.program_cache import ProgramCache, signature
@@ -387,7 +386,7 @@ def compile_buckets(
 ) -> Compiled:
     """Per-bucket callables. With ``aot`` every bucket's step is lowered and compiled at start-up, in
     background threads (:mod:`hamflow.train.background`; as many as cores and memory allow,
-    :func:`parallel_compiles`), the train buckets in the order of ``first_use`` (the buckets of the
+    ``parallel_compiles``), the train buckets in the order of ``first_use`` (the buckets of the
     first batches), then the eval programs: training starts when its first program is ready, and a
     call waits only for its own program. Otherwise jit compiles lazily.
 
@@ -474,21 +473,3 @@ def _abstract_single(batcher: Batcher, graph: Any, shape: Any) -> GraphBatch:
     return jax.tree_util.tree_map(
         lambda ex, h: jax.ShapeDtypeStruct((1, *np.shape(h)), ex.dtype, sharding=ex.sharding), example, host
     )
-
-
-#: Peak memory of one XLA compile of a train step (bytes): the demo sparrow on a CPU peaks at 5.47 GiB
-#: with two compiles at once and 1.68 GiB with none (benchmarks/RESULTS.md, "Start-up, recompiles and
-#: memory"), ~1.9 GiB each. The number of parallel compiles is bounded by it.
-COMPILE_MEMORY_BYTES = 2 << 30
-
-
-def parallel_compiles(jobs: int) -> int:
-    """How many programs to compile at once: at most one per core, and at most as many as the
-    available memory holds at :data:`COMPILE_MEMORY_BYTES` each (at least one): MemAvailable, or
-    what is left of a cgroup limit such as a SLURM job's ``--mem``."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    limit = min(jobs, cores)
-    memory = available_memory_bytes()
-    if memory is not None:
-        limit = min(limit, memory // COMPILE_MEMORY_BYTES)
-    return max(1, limit)
