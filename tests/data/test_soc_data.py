@@ -216,7 +216,9 @@ def test_spinor_route_gives_the_committed_spin_orbital_matrices() -> None:
     elements, positions = script.perturbed_soc_molecule("hbr", 0, recipe)
     spinor = script.run_soc_molecule(elements, positions, recipe, route="spinor", scalar=False)
     h_committed, _, rho_committed = script.gamma_matrices(_load("hbr/000"))
-    assert np.abs(spinor.matrices["H"][(0, 0, 0)] - h_committed).max() < 1e-6  # eV; measured ~1e-9
-    assert np.abs(spinor.matrices["Rho"][(0, 0, 0)] - rho_committed).max() < 1e-7
+    # eV. Two different SCFs, each converged to the recipe's conv_tol: measured 1e-9 on an Intel guest,
+    # 8.2e-6 on an AMD one (entries up to 1.3e4 eV: 6e-10 relative); a wrong conversion is O(1) eV.
+    assert np.abs(spinor.matrices["H"][(0, 0, 0)] - h_committed).max() < 1e-4
+    assert np.abs(spinor.matrices["Rho"][(0, 0, 0)] - rho_committed).max() < 1e-5  # 1.8e-7 on AMD
     committed_energies = _references()["hbr/000"]["mo_energy_eV"]
-    assert np.abs(np.subtract(spinor.reference["mo_energy_eV"], committed_energies)).max() < 1e-6
+    assert np.abs(np.subtract(spinor.reference["mo_energy_eV"], committed_energies)).max() < 1e-4
