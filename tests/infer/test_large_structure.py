@@ -248,17 +248,15 @@ def test_chunk_size_from_memory(monkeypatch):
     assert resolve_chunk_edges(5000) == 777
 
 
-@pytest.mark.slow  # two compilations of a small sparrow: ~1-2 min on 2 loaded cores
-def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
-    """run_inference (``hamflow infer``) on a POSCAR-only 64-atom Si cell: the chunked path
-    (chunk_edges below the edge count) writes the file the batched path writes, to float32 rounding."""
+def _si_inference(tmp_path, normaliser):
+    """A POSCAR-only 64-atom Si cell and an untrained run folder for it: (graph, a function of the
+    ``process.infer`` keys returning the parsed InferConfig)."""
     import jax
 
     from hamflow.config.infer_config import parse_infer_config
     from hamflow.data.info import StructureInfo, write_info
     from hamflow.data.poscar import write_poscar
     from hamflow.infer.predict import example_batch
-    from hamflow.infer.stage import run_inference
     from hamflow.train import checkpoint as ckpt
     from hamflow.train.saved_model import ModelSpec, build_network
 
@@ -286,9 +284,9 @@ def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
     graph = _graph(poscar)
     params = init_params(build_network(spec, jax.numpy.float32), example_batch(graph), seed=0)["params"]
     ckpt.save_best(layout, params, {"epoch": 0})
-    files = {}
-    for name, chunk in (("batched", 100_000), ("chunked", 512)):
-        cfg = parse_infer_config(
+
+    def config(infer_keys: dict):
+        return parse_infer_config(
             {
                 "system": {"device": "cpu*1", "float_type": "fp32", "log_level": "warning"},
                 "data": {
@@ -297,10 +295,24 @@ def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
                     "graph": {"graph_type": "Sap", "parallel_num": 1},
                 },
                 "model": {"model_dir": str(layout.root)},
-                "process": {"infer": {"chunk_edges": chunk}},
+                "process": {"infer": infer_keys},
             }
         )
-        result = run_inference(cfg, run_dir=tmp_path / name)
+
+    return graph, config
+
+
+@pytest.mark.slow  # two compilations of a small sparrow: ~1-2 min on 2 loaded cores
+def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
+    """run_inference (``hamflow infer``) on a POSCAR-only 64-atom Si cell: the chunked path
+    (chunk_edges below the edge count) writes the file the batched path writes, to float32 rounding."""
+    from hamflow.infer.stage import run_inference
+
+    graph, config = _si_inference(tmp_path, normaliser)
+    files = {}
+    for name, chunk in (("batched", 100_000), ("chunked", 512)):
+        keys = {"chunk_edges": chunk, "compilation_cache_dir": "none"}
+        result = run_inference(config(keys), run_dir=tmp_path / name)
         files[name] = _datasets(result.output_dir / "si" / "hamiltonian_pred.h5")
     batched, chunked = files["batched"], files["chunked"]
     assert batched["atom_pairs"].shape[0] == graph.num_edges > 512
@@ -308,3 +320,54 @@ def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
         np.testing.assert_array_equal(batched[key], chunked[key])
     scale = np.abs(batched["entries"]).max()
     np.testing.assert_allclose(chunked["entries"], batched["entries"], rtol=0, atol=5e-6 * scale)
+
+
+class _CacheEvents:
+    """Counts JAX's persistent-cache misses and hits (monitoring events)."""
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.hits = 0
+
+    def __call__(self, event: str, **_: object) -> None:
+        if event == "/jax/compilation_cache/cache_misses":
+            self.misses += 1
+        elif event == "/jax/compilation_cache/cache_hits":
+            self.hits += 1
+
+
+@pytest.mark.slow  # one compilation of the chunked steps of a small sparrow
+def test_hamflow_infer_rerun_loads_its_programs_from_the_compilation_cache(tmp_path, normaliser):
+    """process.infer.compilation_cache_dir: the first run compiles and stores the chunked step
+    programs, a rerun of the same shapes compiles nothing and writes the same file; "none" stores
+    nothing."""
+    import jax
+
+    from hamflow.compilation_cache import use_persistent_cache
+    from hamflow.infer.stage import run_inference
+
+    _, config = _si_inference(tmp_path, normaliser)
+    cache = tmp_path / "cache"
+    events = []
+    try:
+        for name in ("first", "rerun"):
+            counter = _CacheEvents()
+            jax.monitoring.register_event_listener(counter)
+            try:
+                keys = {"chunk_edges": 512, "compilation_cache_dir": str(cache)}
+                result = run_inference(config(keys), run_dir=tmp_path / name)
+            finally:
+                jax.monitoring.unregister_event_listener(counter)
+            events.append(counter)
+        first, rerun = events
+        assert first.misses > 0 and any(cache.iterdir())
+        assert rerun.misses == 0 and rerun.hits >= first.misses
+        first_file = _datasets(tmp_path / "first" / "dft" / "si" / "hamiltonian_pred.h5")
+        rerun_file = _datasets(result.output_dir / "si" / "hamiltonian_pred.h5")
+        for key, value in first_file.items():
+            np.testing.assert_array_equal(rerun_file[key], value)
+        run_inference(config({"chunk_edges": 512, "compilation_cache_dir": "none"}), run_dir=tmp_path / "off")
+        assert not (tmp_path / "out" / ".jax_cache").exists()
+        assert jax.config.jax_enable_compilation_cache is False
+    finally:
+        use_persistent_cache(None)

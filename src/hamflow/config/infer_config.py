@@ -26,6 +26,7 @@ from hamflow.config.schema import (
 )
 from hamflow.config.toml_io import apply_overrides, dump_toml, read_toml
 from hamflow.config.train_config import DftConfig, SystemConfig, check_system
+from hamflow.config.train_keys_data import COMPILATION_CACHE_OFF, DEFAULT_COMPILATION_CACHE
 from hamflow.errors import NotAvailableError
 
 INFER_GRAPH_TYPES = ("S", "Sap")
@@ -137,6 +138,16 @@ class InferProcessConfig:
         ),
         origin="hamflow",
     )
+    compilation_cache_dir: str = option(
+        "",
+        allowed='"" (<outputs_dir>/.jax_cache, the folder training uses by default), "none" (off) or a'
+        " folder path",
+        doc=(
+            "JAX's persistent compilation cache, so that a rerun on structures of the same shapes (or the"
+            " same chunk size) loads its programs instead of compiling them"
+        ),
+        origin="hamflow",
+    )
     dataloader: InferDataloaderConfig = section(InferDataloaderConfig)
 
 
@@ -156,6 +167,15 @@ class InferConfig:
     model: InferModelConfig = section(InferModelConfig)
     process: InferProcessSection = section(InferProcessSection)
     source: Path | None = dataclasses.field(default=None, compare=False)
+
+
+def infer_compilation_cache_path(cfg: InferConfig) -> Path | None:
+    """The persistent compilation cache folder of ``process.infer.compilation_cache_dir``, or None
+    when switched off ("none")."""
+    text = cfg.process.infer.compilation_cache_dir.strip()
+    if text == COMPILATION_CACHE_OFF:
+        return None
+    return Path(text) if text else Path(cfg.data.outputs_dir) / DEFAULT_COMPILATION_CACHE
 
 
 def check_infer_config(cfg: InferConfig) -> None:

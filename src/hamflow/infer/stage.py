@@ -236,8 +236,9 @@ def run_inference(
     run_dir: the run folder (default: a new ``<outputs_dir>/<timestamp>/``). ids: only these structures.
     Call :func:`hamflow.config.device.configure_jax_environment` before JAX starts (the CLI does).
     """
+    from hamflow.compilation_cache import use_persistent_cache
     from hamflow.config.device import parse_device, select_jax_devices
-    from hamflow.config.infer_config import dump_infer_config
+    from hamflow.config.infer_config import dump_infer_config, infer_compilation_cache_path
     from hamflow.config.logging_setup import LOGGER_NAME, configure_logging
     from hamflow.config.precision import apply_float_type
     from hamflow.graph.stage import resolve_parallel_num
@@ -250,6 +251,7 @@ def run_inference(
         atomic_write_text(run / RESOLVED_TOML, dump_infer_config(cfg))
         policy = apply_float_type(cfg.system.float_type)
         devices = select_jax_devices(parse_device(cfg.system.device))
+        cache = use_persistent_cache(infer_compilation_cache_path(cfg))
         from hamflow.infer.predict import load_model_spec
 
         _, spec = load_model_spec(cfg.model.model_dir)
@@ -259,7 +261,13 @@ def run_inference(
             sid: read_info(structure_path(inputs_dir, sid) / INFO_FILE, structure=sid) for sid in selected
         }
         check_against_model(infos, spec, inputs_dir)
-        LOG.info("hamflow infer: %d structures, run folder %s, devices %s", len(selected), run, devices)
+        LOG.info(
+            "hamflow infer: %d structures, run folder %s, devices %s, compilation cache %s",
+            len(selected),
+            run,
+            devices,
+            cache,
+        )
         workers = resolve_parallel_num(cfg.data.graph.parallel_num)
         store_file = inference_store(cfg, selected, spec, workers=workers)
         output_dir = run / "dft" if cfg.process.infer.output_into == "to_output" else inputs_dir / "dft"

@@ -288,24 +288,16 @@ def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
     with both on, a program-cache miss that the persistent cache serves (e.g. after a hamflow update
     that left the program alone) would never be stored, and every later run would trace and lower it
     again."""
-    from jax.experimental.compilation_cache import compilation_cache
-
+    from hamflow.compilation_cache import use_persistent_cache
     from hamflow.config.train_config import compilation_cache_path
 
     path = compilation_cache_path(cfg)
     if path is None:
+        use_persistent_cache(None)
         return None
     with os_errors("create the compilation cache folder", path):
         path.mkdir(parents=True, exist_ok=True)
-    persistent = not cfg.process.train.ahead_of_time_compile
-    # JAX decides once per process whether its cache is used: reset, so that a process that ran
-    # another training before (a notebook, a test session) follows this run's choice and folder
-    jax.config.update("jax_enable_compilation_cache", persistent)
-    if persistent:
-        jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.reset_cache()
+    use_persistent_cache(None if cfg.process.train.ahead_of_time_compile else path)
     return path
 
 
