@@ -20,6 +20,7 @@ edges, in chunks), ``write`` (readout, normaliser, symmetrisation and the increm
 each with its seconds and the peak RSS while it ran, and the whole run's wall time and peak RSS.
 
     python benchmarks/infer_large.py [--cells 4,8,12] [--chunk-edges 0] [--cache DIR] [--json OUT]
+        [--compilation-cache DIR]
 
 ``--chunk-edges 0`` (the default) lets hamflow choose the chunk from the memory available.
 """
@@ -186,8 +187,9 @@ class PhaseMemory:
         self._thread.join()
 
 
-def child(work: Path, chunk_edges: int) -> dict[str, Any]:
-    """Run ``hamflow infer``'s run_inference on ``work/inputs`` with the model ``work/run``; phase table."""
+def child(work: Path, chunk_edges: int, compilation_cache: str = "") -> dict[str, Any]:
+    """Run ``hamflow infer``'s run_inference on ``work/inputs`` with the model ``work/run``; phase table.
+    ``compilation_cache``: process.infer.compilation_cache_dir when given (else the key is left out)."""
     import hamflow.graph.structure_graph as structure_graph
     import hamflow.infer.chunked as chunked
     import hamflow.infer.predict as predict
@@ -203,6 +205,9 @@ def child(work: Path, chunk_edges: int) -> dict[str, Any]:
     memory.wrap(predict, "load_trained_model", "model")
     memory.wrap(chunked.ChunkedNetwork, "features", "network")
     memory.wrap(stream_write, "write_streamed_prediction", "write")
+    infer_keys: dict[str, Any] = {"chunk_edges": chunk_edges}
+    if compilation_cache:
+        infer_keys["compilation_cache_dir"] = compilation_cache
     cfg = parse_infer_config(
         {
             "system": {"device": "cpu*1", "float_type": "fp32", "log_level": "info"},
@@ -212,7 +217,7 @@ def child(work: Path, chunk_edges: int) -> dict[str, Any]:
                 "graph": {"dataset_name": "SI-LARGE", "graph_type": "S", "parallel_num": 1},
             },
             "model": {"model_dir": str(work / "run")},
-            "process": {"infer": {"chunk_edges": chunk_edges}},
+            "process": {"infer": infer_keys},
         }
     )
     configure_jax_environment(cfg.system)
@@ -250,10 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-edges", type=int, default=0, help="process.infer.chunk_edges (0: auto)")
     parser.add_argument("--cache", default="", help="folder for the structures and the model (default: temp)")
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument(
+        "--compilation-cache",
+        default="",
+        help="process.infer.compilation_cache_dir (default: a fresh folder per size, so every run compiles)",
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(Path(args.child), args.chunk_edges)))
+        print(json.dumps(child(Path(args.child), args.chunk_edges, args.compilation_cache)))
         return 0
     root_context = (
         contextlib.nullcontext(args.cache)
@@ -272,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (work / "run").exists():
                 os.symlink(run, work / "run")
             env = dict(
-                os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
-            )
+                os.environ,
+                PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src")])),
+            )  # a version put on PYTHONPATH (an A/B's "before") comes first
             command = [sys.executable, __file__, "--child", str(work), "--chunk-edges", str(args.chunk_edges)]
+            if args.compilation_cache:
+                command += ["--compilation-cache", args.compilation_cache]
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-4000:], file=sys.stderr)
