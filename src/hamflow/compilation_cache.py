@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hamflow.config.train_keys_data import COMPILATION_CACHE_OFF, DEFAULT_COMPILATION_CACHE
 from hamflow.errors import os_errors
+
+
+def cache_folder(setting: str, outputs_dir: str | Path) -> Path | None:
+    """The folder of a ``compilation_cache_dir`` setting (process.train or process.infer): ""
+    -> ``<outputs_dir>/.jax_cache``, "none" -> None (off), else the path given."""
+    text = setting.strip()
+    if text == COMPILATION_CACHE_OFF:
+        return None
+    return Path(text) if text else Path(outputs_dir) / DEFAULT_COMPILATION_CACHE
 
 
 def use_persistent_cache(path: Path | None) -> Path | None:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cache_events import CacheEvents
 from hamflow.data.poscar import Poscar
 from hamflow.graph.basis import CommonBasis
 from hamflow.graph.collate import collate
@@ -322,20 +323,6 @@ def test_hamflow_infer_chunked_equals_batched(tmp_path, normaliser):
     np.testing.assert_allclose(chunked["entries"], batched["entries"], rtol=0, atol=5e-6 * scale)
 
 
-class _CacheEvents:
-    """Counts JAX's persistent-cache misses and hits (monitoring events)."""
-
-    def __init__(self) -> None:
-        self.misses = 0
-        self.hits = 0
-
-    def __call__(self, event: str, **_: object) -> None:
-        if event == "/jax/compilation_cache/cache_misses":
-            self.misses += 1
-        elif event == "/jax/compilation_cache/cache_hits":
-            self.hits += 1
-
-
 @pytest.mark.slow  # one compilation of the chunked steps of a small sparrow
 def test_hamflow_infer_rerun_loads_its_programs_from_the_compilation_cache(tmp_path, normaliser):
     """process.infer.compilation_cache_dir: the first run compiles and stores the chunked step
@@ -351,7 +338,7 @@ def test_hamflow_infer_rerun_loads_its_programs_from_the_compilation_cache(tmp_p
     events = []
     try:
         for name in ("first", "rerun"):
-            counter = _CacheEvents()
+            counter = CacheEvents()
             jax.monitoring.register_event_listener(counter)
             try:
                 keys = {"chunk_edges": 512, "compilation_cache_dir": str(cache)}

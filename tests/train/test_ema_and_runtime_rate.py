@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from training_setup import tiny_config
 
+from cache_events import CacheEvents
 from hamflow.train import run as train_run
 from hamflow.train.checkpoint import RunLayout
 from hamflow.train.step import AveragedState, ema_weight, init_opt_state, make_optimizer
@@ -31,26 +32,12 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-class _CompileCounter:
-    """Counts XLA compile requests that missed the persistent cache (JAX monitoring events)."""
-
-    def __init__(self) -> None:
-        self.misses = 0
-        self.requests = 0
-
-    def __call__(self, event: str, **_: object) -> None:
-        if event == "/jax/compilation_cache/cache_misses":
-            self.misses += 1
-        elif event == "/jax/compilation_cache/compile_requests_use_cache":
-            self.requests += 1
-
-
 def test_changed_rate_schedule_and_epochs_compile_nothing_new(
     h2o_dir: Path, jax_cache: Path, tmp_path: Path
 ) -> None:
     first = tiny_config(h2o_dir, tmp_path, jax_cache, **{"process.train.max_epoch": 2})
     train_run.train(first, run_dir=tmp_path / "first")
-    counter = _CompileCounter()
+    counter = CacheEvents()
     jax.monitoring.register_event_listener(counter)
     try:
         changed = tiny_config(

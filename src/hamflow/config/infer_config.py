@@ -26,7 +26,6 @@ from hamflow.config.schema import (
 )
 from hamflow.config.toml_io import apply_overrides, dump_toml, read_toml
 from hamflow.config.train_config import DftConfig, SystemConfig, check_system
-from hamflow.config.train_keys_data import COMPILATION_CACHE_OFF, DEFAULT_COMPILATION_CACHE
 from hamflow.errors import NotAvailableError
 
 INFER_GRAPH_TYPES = ("S", "Sap")
@@ -172,10 +171,9 @@ class InferConfig:
 def infer_compilation_cache_path(cfg: InferConfig) -> Path | None:
     """The persistent compilation cache folder of ``process.infer.compilation_cache_dir``, or None
     when switched off ("none")."""
-    text = cfg.process.infer.compilation_cache_dir.strip()
-    if text == COMPILATION_CACHE_OFF:
-        return None
-    return Path(text) if text else Path(cfg.data.outputs_dir) / DEFAULT_COMPILATION_CACHE
+    from hamflow.compilation_cache import cache_folder
+
+    return cache_folder(cfg.process.infer.compilation_cache_dir, cfg.data.outputs_dir)
 
 
 def check_infer_config(cfg: InferConfig) -> None:

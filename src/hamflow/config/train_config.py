@@ -259,12 +259,9 @@ def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfi
 
 def compilation_cache_path(cfg: TrainConfig) -> Path | None:
     """The JAX persistent compilation cache folder of a run, or None when switched off ("none")."""
-    text = cfg.process.train.compilation_cache_dir.strip()
-    if text == COMPILATION_CACHE_OFF:
-        return None
-    if not text:
-        return Path(cfg.data.outputs_dir) / DEFAULT_COMPILATION_CACHE
-    return Path(text)
+    from hamflow.compilation_cache import cache_folder
+
+    return cache_folder(cfg.process.train.compilation_cache_dir, cfg.data.outputs_dir)
 
 
 def radial_cutoff(gaussian_basis_rmax: float) -> float:

@@ -292,11 +292,9 @@ def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
     from hamflow.config.train_config import compilation_cache_path
 
     path = compilation_cache_path(cfg)
-    if path is None:
-        use_persistent_cache(None)
-        return None
-    with os_errors("create the compilation cache folder", path):
-        path.mkdir(parents=True, exist_ok=True)
+    if path is not None:  # the program cache's folder too
+        with os_errors("create the compilation cache folder", path):
+            path.mkdir(parents=True, exist_ok=True)
     use_persistent_cache(None if cfg.process.train.ahead_of_time_compile else path)
     return path
 
