@@ -330,7 +330,7 @@ def test_hamflow_infer_rerun_loads_its_programs_from_the_compilation_cache(tmp_p
     nothing."""
     import jax
 
-    from hamflow.compilation_cache import use_persistent_cache
+    from hamflow.config.compilation_cache import use_persistent_cache
     from hamflow.infer.stage import run_inference
 
     _, config = _si_inference(tmp_path, normaliser)
@@ -348,7 +348,9 @@ def test_hamflow_infer_rerun_loads_its_programs_from_the_compilation_cache(tmp_p
             events.append(counter)
         first, rerun = events
         assert first.misses > 0 and any(cache.iterdir())
-        assert rerun.misses == 0 and rerun.hits >= first.misses
+        # the rerun compiles nothing: its new step programs come from the cache (programs that JAX
+        # keeps in memory from the first run, such as one-op eager ones, are not asked for again)
+        assert rerun.misses == 0 and rerun.hits > 0
         first_file = _datasets(tmp_path / "first" / "dft" / "si" / "hamiltonian_pred.h5")
         rerun_file = _datasets(result.output_dir / "si" / "hamiltonian_pred.h5")
         for key, value in first_file.items():

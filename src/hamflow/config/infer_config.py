@@ -171,7 +171,7 @@ class InferConfig:
 def infer_compilation_cache_path(cfg: InferConfig) -> Path | None:
     """The persistent compilation cache folder of ``process.infer.compilation_cache_dir``, or None
     when switched off ("none")."""
-    from hamflow.compilation_cache import cache_folder
+    from hamflow.config.compilation_cache import cache_folder
 
     return cache_folder(cfg.process.infer.compilation_cache_dir, cfg.data.outputs_dir)
 

@@ -259,7 +259,7 @@ def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfi
 
 def compilation_cache_path(cfg: TrainConfig) -> Path | None:
     """The JAX persistent compilation cache folder of a run, or None when switched off ("none")."""
-    from hamflow.compilation_cache import cache_folder
+    from hamflow.config.compilation_cache import cache_folder
 
     return cache_folder(cfg.process.train.compilation_cache_dir, cfg.data.outputs_dir)
 

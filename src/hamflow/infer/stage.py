@@ -236,7 +236,7 @@ def run_inference(
     run_dir: the run folder (default: a new ``<outputs_dir>/<timestamp>/``). ids: only these structures.
     Call :func:`hamflow.config.device.configure_jax_environment` before JAX starts (the CLI does).
     """
-    from hamflow.compilation_cache import use_persistent_cache
+    from hamflow.config.compilation_cache import use_persistent_cache
     from hamflow.config.device import parse_device, select_jax_devices
     from hamflow.config.infer_config import dump_infer_config, infer_compilation_cache_path
     from hamflow.config.logging_setup import LOGGER_NAME, configure_logging

@@ -288,7 +288,7 @@ def _enable_compilation_cache(cfg: TrainConfig) -> Path | None:
     with both on, a program-cache miss that the persistent cache serves (e.g. after a hamflow update
     that left the program alone) would never be stored, and every later run would trace and lower it
     again."""
-    from hamflow.compilation_cache import use_persistent_cache
+    from hamflow.config.compilation_cache import use_persistent_cache
     from hamflow.config.train_config import compilation_cache_path
 
     path = compilation_cache_path(cfg)
